@@ -1,0 +1,120 @@
+"""The one invertibility contract every flow layer follows.
+
+A :class:`Bijector` is a Keras layer with
+
+* ``forward(x) -> (y, logdet)``: data → latent; ``logdet[b] = log|det ∂y_b/∂x_b|``, shape ``[B]``;
+* ``inverse(y) -> (x, logdet)``: latent → data; its ``logdet`` is minus the forward's;
+* ``call(x)`` = ``forward(x)``.
+
+Subclasses implement ``_forward`` and ``_inverse`` with the same signatures. The public methods
+build the layer on first use (so ``inverse`` works on a fresh layer, e.g. for sampling) and
+nothing else: no direction flags, no hidden initialisation.
+"""
+import contextlib
+
+import tensorflow as tf
+
+from glow_nxn.keras import keras
+
+
+class Bijector(keras.layers.Layer):
+    """Base class of every invertible layer; see the module docstring for the contract."""
+
+    def forward(self, x):
+        """Data → latent. Returns ``(y, logdet[B])``."""
+        self._build_for(x)
+        return self._forward(x)
+
+    def inverse(self, y):
+        """Latent → data. Returns ``(x, logdet[B])``, the log-det of the inverse map."""
+        self._build_for(y)
+        return self._inverse(y)
+
+    def call(self, x):
+        return self.forward(x)
+
+    def _build_for(self, t):
+        if not self.built:
+            # Variables are created outside any tf.function trace, so a layer first used inside
+            # a traced function still owns ordinary variables.
+            with tf.init_scope():
+                self.build(tf.TensorShape(t.shape))
+            self.built = True
+
+    def _forward(self, x):
+        raise NotImplementedError
+
+    def _inverse(self, y):
+        raise NotImplementedError
+
+
+def spatial_size(x):
+    """``H·W`` of an ``[B, H, W, C]`` tensor, as float32 (a log-det multiplier)."""
+    shape = tf.shape(x)
+    return tf.cast(shape[1] * shape[2], tf.float32)
+
+
+def batch_logdet(x, per_example):
+    """Broadcast a scalar log-det to shape ``[B]`` of the batch of ``x``."""
+    return tf.fill([tf.shape(x)[0]], tf.cast(per_example, tf.float32))
+
+
+class _InitState:
+    """The data-dependent initialisation in progress, if any (see :func:`initialising`)."""
+
+    reduce_mean = None
+
+
+def identity_mean(t):
+    """Single-process cross-replica mean: the tensor itself."""
+    return t
+
+
+@contextlib.contextmanager
+def initialising(reduce_mean=identity_mean):
+    """Run a forward pass as the data-dependent initialisation pass.
+
+    Inside this context every :class:`~glow_nxn.layers.ActNorm` reached by a forward pass first
+    sets its own parameters from the batch it receives (:meth:`ActNorm.data_dependent_init`), so
+    one eager forward pass of a whole model initialises every ActNorm in order, each on the
+    activations produced by the already-initialised layers before it.
+
+    ``reduce_mean(t)`` averages a tensor across replicas; with Horovod it is an allreduce, so the
+    moments are those of the global init batch (equal per-replica batches make the mean of
+    per-replica means the global mean). Eager only: this is a Python-level switch, never traced.
+    """
+    if tf.inside_function():
+        raise RuntimeError("data-dependent initialisation runs eagerly, not inside tf.function")
+    previous = _InitState.reduce_mean
+    _InitState.reduce_mean = reduce_mean
+    try:
+        yield
+    finally:
+        _InitState.reduce_mean = previous
+
+
+def pending_init_reducer():
+    """The ``reduce_mean`` of the initialisation pass in progress, or None outside one."""
+    return _InitState.reduce_mean
+
+
+class Chain(Bijector):
+    """The composition ``f_n ∘ … ∘ f_1`` of ``bijectors = [f_1, …, f_n]``; log-dets add up."""
+
+    def __init__(self, bijectors, **kwargs):
+        super().__init__(**kwargs)
+        self.bijectors = list(bijectors)
+
+    def _forward(self, x):
+        logdet = tf.zeros([tf.shape(x)[0]])
+        for bijector in self.bijectors:
+            x, step_logdet = bijector.forward(x)
+            logdet += step_logdet
+        return x, logdet
+
+    def _inverse(self, y):
+        logdet = tf.zeros([tf.shape(y)[0]])
+        for bijector in reversed(self.bijectors):
+            y, step_logdet = bijector.inverse(y)
+            logdet += step_logdet
+        return y, logdet

@@ -1,0 +1,75 @@
+"""Coupling layers (RealNVP, Dinh et al. 2017; Glow §3.3).
+
+The input ``x: [B, H, W, C]`` is cut along channels into ``x_b = x[..., :C−C_a]``, which passes
+through unchanged and conditions the transform, and ``x_a = x[..., C−C_a:]`` with
+``C_a = C // 2``, which is transformed. Output ``y = concat(x_b, y_a)``.
+"""
+import tensorflow as tf
+
+from glow_nxn.layers.base import Bijector
+from glow_nxn.layers.nn import CouplingNetwork
+
+
+def _sum_over_pixels(t):
+    return tf.reduce_sum(t, axis=[1, 2, 3])
+
+
+class _Coupling(Bijector):
+    def __init__(self, hidden_width, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_width = hidden_width
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        if channels < 2:
+            raise ValueError(f"a coupling layer needs at least 2 channels, got {channels}")
+        self.transformed = channels // 2
+        self.network = CouplingNetwork(self._network_outputs(self.transformed), self.hidden_width)
+
+    def _halves(self, t):
+        return t[..., :-self.transformed], t[..., -self.transformed:]
+
+
+class AffineCoupling(_Coupling):
+    """Glow's affine coupling: ``h = NN(x_b)``, ``t = h[..., 0::2]``, ``s = sigmoid(h[..., 1::2] + 2)``,
+
+    ``y_a = (x_a + t)·s``; log-det ``Σ log s = Σ log_sigmoid(h[..., 1::2] + 2)`` over pixels and
+    transformed channels. ``s ∈ (0, 1)`` keeps the map contractive-ish and stable; the ``+2``
+    makes ``s ≈ 0.88`` where ``NN`` outputs 0. Inverse ``x_a = y_a / s − t``.
+    """
+
+    def _network_outputs(self, transformed):
+        return 2 * transformed
+
+    def _shift_and_log_scale(self, x_b):
+        h = self.network(x_b)
+        return h[..., 0::2], tf.math.log_sigmoid(h[..., 1::2] + 2.0)
+
+    def _forward(self, x):
+        x_b, x_a = self._halves(x)
+        shift, log_scale = self._shift_and_log_scale(x_b)
+        y_a = (x_a + shift) * tf.exp(log_scale)
+        return tf.concat([x_b, y_a], axis=-1), _sum_over_pixels(log_scale)
+
+    def _inverse(self, y):
+        x_b, y_a = self._halves(y)
+        shift, log_scale = self._shift_and_log_scale(x_b)
+        x_a = y_a * tf.exp(-log_scale) - shift
+        return tf.concat([x_b, x_a], axis=-1), -_sum_over_pixels(log_scale)
+
+
+class AdditiveCoupling(_Coupling):
+    """Additive coupling (NICE / Glow's CelebA-HQ models): ``y_a = x_a + NN(x_b)``; log-det 0."""
+
+    def _network_outputs(self, transformed):
+        return transformed
+
+    def _forward(self, x):
+        x_b, x_a = self._halves(x)
+        y = tf.concat([x_b, x_a + self.network(x_b)], axis=-1)
+        return y, tf.zeros([tf.shape(x)[0]])
+
+    def _inverse(self, y):
+        x_b, y_a = self._halves(y)
+        x = tf.concat([x_b, y_a - self.network(x_b)], axis=-1)
+        return x, tf.zeros([tf.shape(y)[0]])

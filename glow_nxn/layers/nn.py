@@ -1,0 +1,62 @@
+"""Non-invertible networks used inside flow layers (coupling functions, split priors)."""
+import tensorflow as tf
+
+from glow_nxn.keras import keras
+from glow_nxn.layers.actnorm import ActNorm
+
+
+class ZeroConv2D(keras.layers.Layer):
+    """Zero-initialised ``k×k`` convolution scaled per channel: ``y = (conv(x) + b)·exp(3·s)``.
+
+    Glow's ``conv2d_zeros``: kernel, ``b`` and ``s`` start at zero, so the layer outputs zeros and
+    every coupling / prior it feeds starts as the identity / a standard normal. The learned
+    ``exp(3·s)`` lets the output scale grow faster than the kernel alone.
+    Shapes: ``[B, H, W, C_in] → [B, H, W, filters]``.
+    """
+
+    def __init__(self, filters, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(filters, kernel_size, padding="same",
+                                        kernel_initializer="zeros", bias_initializer="zeros")
+        self.filters = filters
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.log_scale = self.add_weight(name="log_scale", shape=[self.filters],
+                                         initializer="zeros")
+
+    def call(self, x):
+        return self.conv(x) * tf.exp(3.0 * self.log_scale)
+
+
+def _small_normal():
+    """Glow's N(0, 0.05²) kernel initialiser; a fresh instance per layer, so each draws anew
+    (the global seed, ``keras.utils.set_random_seed``, makes the draws repeatable)."""
+    return keras.initializers.RandomNormal(stddev=0.05)
+
+
+class CouplingNetwork(keras.layers.Layer):
+    """Glow's coupling network ``NN(x_b)``, shapes ``[B, H, W, C_b] → [B, H, W, out_channels]``.
+
+    3×3 conv (``width``) → ActNorm → ReLU → 1×1 conv (``width``) → ActNorm → ReLU →
+    :class:`ZeroConv2D` 3×3 (``out_channels``). The convolutions before an ActNorm carry no bias
+    (the ActNorm's is enough). The last layer outputs zeros at construction, so the coupling that
+    uses it starts as the identity.
+    """
+
+    def __init__(self, out_channels, width, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_in = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
+                                           kernel_initializer=_small_normal())
+        self.norm_in = ActNorm()
+        self.conv_hidden = keras.layers.Conv2D(width, 1, padding="same", use_bias=False,
+                                               kernel_initializer=_small_normal())
+        self.norm_hidden = ActNorm()
+        self.conv_out = ZeroConv2D(out_channels)
+
+    def call(self, x):
+        h, _ = self.norm_in.forward(self.conv_in(x))
+        h = tf.nn.relu(h)
+        h, _ = self.norm_hidden.forward(self.conv_hidden(h))
+        h = tf.nn.relu(h)
+        return self.conv_out(h)

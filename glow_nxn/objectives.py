@@ -1,0 +1,72 @@
+r"""Numerical conventions, in one place: n-bit reduction, dequantisation, bits/dim, and back.
+
+For an 8-bit image ``x ∈ {0..255}^D`` (``D = H·W·C`` of the image itself) and a model of
+``n_bits`` bits:
+
+1. reduction      ``x_n = floor(x / 2^(8 − n_bits)) ∈ {0 .. 2^n_bits − 1}``
+2. scaling        ``y = x_n / 2^n_bits − 0.5 ∈ [−0.5, 0.5)``
+3. dequantisation ``y ← y + u / 2^n_bits`` with ``u ~ U(0, 1)^D``, i.e. noise ``U(0, 1/2^n_bits)``
+
+so ``y`` fills the cell ``[x_n/2^n − 0.5, (x_n+1)/2^n − 0.5)`` of volume ``2^(−n_bits·D)``. The flow
+gives a density ``p(y) = N(z; 0, I)·|det ∂z/∂y|`` and the discrete model's code length is
+
+.. math::
+
+    \text{bits/dim} = \frac{-\log p(z) - \sum \log|\det J| + D \ln 2^{n}}{D \ln 2},
+
+the ``D ln 2^n`` term being minus the log volume of one cell. A uniform density over the unit
+cube (``log p(y) = 0``) therefore scores exactly ``n_bits``; a density that puts all its mass on
+the right cells scores between 0 and ``n_bits``.
+"""
+import math
+
+import tensorflow as tf
+
+
+def reduce_bits(images, n_bits):
+    """``floor(x / 2^(8−n_bits))`` of uint8 ``images`` ``[..., H, W, C]``, as float32."""
+    _check_n_bits(n_bits)
+    x = tf.cast(images, tf.float32)
+    return tf.floor(x / 2.0 ** (8 - n_bits))
+
+
+def dequantize(images, n_bits, uniform_noise):
+    """uint8 ``images`` → continuous ``y`` (steps 1–3 of the module docstring).
+
+    ``uniform_noise`` has the shape of ``images`` with values in ``[0, 1)``; pass zeros for the
+    cell's lower corner and 0.5 for its centre. Returns float32 ``y ∈ [−0.5, 0.5)``.
+    """
+    bins = 2.0**n_bits
+    return (reduce_bits(images, n_bits) + uniform_noise) / bins - 0.5
+
+
+def to_uint8(y, n_bits):
+    """Continuous ``y`` → the uint8 image of the cell it lies in (the inverse of :func:`dequantize`).
+
+    Values outside ``[−0.5, 0.5)``, as a sample may give, are clipped to the nearest cell.
+    """
+    _check_n_bits(n_bits)
+    bins = 2.0**n_bits
+    x_n = tf.clip_by_value(tf.floor((y + 0.5) * bins), 0.0, bins - 1.0)
+    return tf.cast(x_n * 2.0 ** (8 - n_bits), tf.uint8)
+
+
+def standard_normal_log_prob(z):
+    """``log N(z; 0, I)`` summed over all but the batch axis: ``[B, ...] → [B]``."""
+    flat = tf.reshape(z, [tf.shape(z)[0], -1])
+    return tf.reduce_sum(-0.5 * (math.log(2.0 * math.pi) + tf.square(flat)), axis=1)
+
+
+def bits_per_dim(log_prob, num_dims, n_bits):
+    """The bits/dim of the module docstring from ``log_prob = log p(y)`` ``[B]`` (nats).
+
+    ``num_dims`` is ``D = H·W·C`` of the image. Returns ``[B]``.
+    """
+    _check_n_bits(n_bits)
+    d = float(num_dims)
+    return (-log_prob + d * n_bits * math.log(2.0)) / (d * math.log(2.0))
+
+
+def _check_n_bits(n_bits):
+    if not (isinstance(n_bits, int) and 1 <= n_bits <= 8):
+        raise ValueError(f"n_bits must be an integer in 1..8, got {n_bits!r}")

@@ -1,0 +1,76 @@
+"""The three checks every bijector and the whole model go through (one helper, used everywhere).
+
+A *flow* here is a pair of callables ``forward(x) -> (y, logdet[B])`` and
+``inverse(y) -> (x, logdet[B])``; ``y`` may be a tensor or a list of tensors (the model's
+latents). Inputs are small (``D = H·W·C`` in the hundreds) so brute-force Jacobians are cheap.
+"""
+import numpy as np
+import tensorflow as tf
+
+ROUND_TRIP_TOLERANCE = 1e-4
+LOGDET_RELATIVE_TOLERANCE = 1e-4
+
+
+def perturb(variables, scale=0.1, seed=0):
+    """Move every trainable float variable away from its (often identity) starting value."""
+    rng = np.random.RandomState(seed)
+    for variable in variables:
+        if variable.trainable and variable.dtype.is_floating:
+            noise = rng.normal(scale=scale, size=variable.shape).astype(np.float32)
+            variable.assign_add(noise)
+
+
+def flatten(y):
+    """A tensor or list of ``[B, ...]`` tensors → ``[B, D]``."""
+    parts = y if isinstance(y, (list, tuple)) else [y]
+    return tf.concat([tf.reshape(p, [tf.shape(p)[0], -1]) for p in parts], axis=1)
+
+
+def check_round_trip(forward, inverse, x):
+    """``inverse(forward(x)) == x`` to 1e-4, and the inverse's log-det is minus the forward's."""
+    y, logdet = forward(x)
+    x_back, inverse_logdet = inverse(y)
+    assert logdet.shape == [x.shape[0]], f"log-det shape {logdet.shape}, want [{x.shape[0]}]"
+    error = float(tf.reduce_max(tf.abs(x_back - x)))
+    assert error < ROUND_TRIP_TOLERANCE, f"round-trip error {error}"
+    np.testing.assert_allclose(inverse_logdet.numpy(), -logdet.numpy(), rtol=1e-5, atol=1e-3)
+
+
+def brute_force_logdet(forward, x):
+    """``log|det ∂forward(x)/∂x|`` per example, by ``batch_jacobian`` and float64 ``slogdet``."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = flatten(forward(x)[0])
+    jacobian = tape.batch_jacobian(y, x)  # [B, D, H, W, C]
+    jacobian = tf.reshape(jacobian, [x.shape[0], y.shape[1], -1]).numpy().astype(np.float64)
+    sign, logabsdet = np.linalg.slogdet(jacobian)
+    assert np.all(sign != 0), "the Jacobian is singular"
+    return logabsdet
+
+
+def check_logdet(forward, x):
+    """The returned log-det equals the brute-force one to a relative error of 1e-4."""
+    expected = brute_force_logdet(forward, x)
+    actual = forward(x)[1].numpy().astype(np.float64)
+    scale = np.maximum(np.abs(expected), 1.0)
+    relative = np.max(np.abs(actual - expected) / scale)
+    assert relative < LOGDET_RELATIVE_TOLERANCE, (
+        f"log-det {actual} vs brute force {expected}: relative error {relative}")
+
+
+def check_eager_equals_function(forward, inverse, x):
+    """The same results eagerly and inside ``tf.function`` (forward and inverse)."""
+    y, logdet = forward(x)
+    y_graph, logdet_graph = tf.function(forward)(x)
+    np.testing.assert_allclose(flatten(y_graph).numpy(), flatten(y).numpy(), atol=1e-5)
+    np.testing.assert_allclose(logdet_graph.numpy(), logdet.numpy(), rtol=1e-5, atol=1e-4)
+    x_back, _ = inverse(y)
+    x_back_graph, _ = tf.function(inverse)(y)
+    np.testing.assert_allclose(x_back_graph.numpy(), x_back.numpy(), atol=1e-5)
+
+
+def check_all(forward, inverse, x):
+    """The three checks, in order."""
+    check_round_trip(forward, inverse, x)
+    check_logdet(forward, x)
+    check_eager_equals_function(forward, inverse, x)

@@ -1,0 +1,177 @@
+"""Every bijector through the three shared checks, and the paper's claims about its layer."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import flow_checks
+from glow_nxn.keras import keras
+from glow_nxn.layers import (MIXINGS, ActNorm, AdditiveCoupling, AffineCoupling, Chain,
+                             InvertibleNxNConv, Invertible1x1Conv, InvertibleShift, LearnedPrior,
+                             Split, Squeeze)
+
+SHAPE = (2, 4, 4, 6)
+
+# name -> (factory of a fresh layer, input shape). Every mixing layer of MIXINGS is included.
+CASES = {
+    "actnorm": (ActNorm, SHAPE),
+    "invertible_shift": (InvertibleShift, SHAPE),
+    "affine_coupling": (lambda: AffineCoupling(8), SHAPE),
+    "additive_coupling": (lambda: AdditiveCoupling(8), SHAPE),
+    "squeeze": (Squeeze, (2, 4, 4, 3)),
+    "split": (Split, SHAPE),
+    "split_odd_channels": (Split, (2, 4, 4, 5)),
+    "learned_prior": (LearnedPrior, SHAPE),
+    "chain": (lambda: Chain([ActNorm(), Invertible1x1Conv(seed=1), AffineCoupling(8)]), SHAPE),
+    **{f"mixing_{name}": (lambda factory=factory: factory(3), SHAPE)
+       for name, factory in MIXINGS.items()},
+}
+
+CHECKS = {
+    "round_trip": lambda layer, x: flow_checks.check_round_trip(layer.forward, layer.inverse, x),
+    "logdet_vs_jacobian": lambda layer, x: flow_checks.check_logdet(layer.forward, x),
+    "eager_equals_function": lambda layer, x: flow_checks.check_eager_equals_function(
+        layer.forward, layer.inverse, x),
+}
+
+
+def perturbed_layer(name):
+    factory, shape = CASES[name]
+    layer = factory()
+    x = tf.random.stateless_normal(shape, seed=[1, 2])
+    layer.forward(x)  # builds the layer
+    flow_checks.perturb(layer.variables, seed=len(name))
+    return layer, x
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_layer_contract(name, check):
+    layer, x = perturbed_layer(name)
+    CHECKS[check](layer, x)
+
+
+def test_checks_catch_a_wrong_logdet():
+    """The helper itself can fail: a layer whose log-det is off by 1% is caught."""
+    layer = InvertibleShift()
+    x = tf.random.stateless_normal(SHAPE, seed=[1, 2])
+    layer.forward(x)
+    flow_checks.perturb(layer.variables)
+
+    def wrong(t):
+        y, logdet = layer.forward(t)
+        return y, logdet * 1.01
+
+    with pytest.raises(AssertionError, match="relative error"):
+        flow_checks.check_logdet(wrong, x)
+
+
+def test_checks_catch_a_wrong_inverse():
+    layer = InvertibleShift()
+    x = tf.random.stateless_normal(SHAPE, seed=[1, 2])
+    layer.forward(x)
+    flow_checks.perturb(layer.variables)
+    with pytest.raises(AssertionError, match="round-trip"):
+        flow_checks.check_round_trip(layer.forward, lambda y: (y, -layer.forward(y)[1]), x)
+
+
+def test_actnorm_data_dependent_init_standardises():
+    x = 3.0 + 2.5 * tf.random.stateless_normal([16, 8, 8, 5], seed=[0, 1])
+    x = x * tf.constant([1.0, 0.1, 10.0, 2.0, 0.5])
+    layer = ActNorm()
+    layer.data_dependent_init(x)
+    y, _ = layer.forward(x)
+    mean, variance = tf.nn.moments(y, axes=[0, 1, 2])
+    np.testing.assert_allclose(mean.numpy(), 0.0, atol=1e-4)
+    np.testing.assert_allclose(variance.numpy(), 1.0, atol=1e-3)
+
+
+def test_actnorm_init_reduces_moments_with_the_given_mean():
+    """The moments go through ``reduce_mean``, as the cross-replica average does under Horovod."""
+    x = tf.random.stateless_normal([4, 2, 2, 3], seed=[0, 1])
+    seen = []
+    ActNorm().data_dependent_init(x, reduce_mean=lambda t: seen.append(t.shape) or t)
+    assert seen == [[3], [3]]
+
+
+def test_invertible_shift_starts_as_identity():
+    layer = InvertibleShift()
+    x = tf.random.stateless_normal(SHAPE, seed=[0, 1])
+    y, logdet = layer.forward(x)
+    np.testing.assert_allclose(y.numpy(), x.numpy(), atol=1e-6)
+    np.testing.assert_allclose(layer.alpha().numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(logdet.numpy(), 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_invertible_shift_alpha_never_reaches_zero(optimizer):
+    """Gradient steps that push α towards 0 as hard as they can never get it there."""
+    layer = InvertibleShift(min_scale=1e-3)
+    x = tf.random.stateless_normal(SHAPE, seed=[0, 1])
+    layer.forward(x)
+    opt = {"sgd": keras.optimizers.SGD(1e4), "adam": keras.optimizers.Adam(10.0)}[optimizer]
+    for _ in range(200):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer.alpha())  # minimised by α → 0
+        opt.apply_gradients(zip(tape.gradient(loss, [layer.theta]), [layer.theta]))
+    alpha = layer.alpha().numpy()
+    assert np.all(alpha >= 0.999999e-3) and np.all(np.isfinite(alpha)), alpha
+    assert float(tf.reduce_max(layer.theta)) < -10.0  # the steps really pushed α to its floor
+    flow_checks.check_round_trip(layer.forward, layer.inverse, x)
+    assert np.all(np.isfinite(layer.forward(x)[1].numpy()))
+
+
+def test_invertible_shift_alpha_is_bounded_for_any_parameter():
+    layer = InvertibleShift(min_scale=1e-3)
+    layer.forward(tf.zeros(SHAPE))
+    layer.theta.assign([-np.inf, -1e30, -1e3, 0.0, 1.0, 30.0])
+    alpha = layer.alpha().numpy()
+    assert np.all(alpha >= 0.999999e-3), alpha
+    np.testing.assert_allclose(alpha[:3], 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(alpha[3], 1.0, rtol=1e-6)
+
+
+def test_invertible_1x1_conv_starts_as_a_rotation():
+    for lu in (False, True):
+        layer = Invertible1x1Conv(lu=lu, seed=5)
+        layer.forward(tf.zeros(SHAPE))
+        w = layer.weight().numpy().astype(np.float64)
+        np.testing.assert_allclose(w @ w.T, np.eye(6), atol=1e-5)
+        np.testing.assert_allclose(np.linalg.det(w), 1.0, atol=1e-5)
+        np.testing.assert_allclose(layer.log_abs_det().numpy(), 0.0, atol=1e-5)
+    plain, lu = Invertible1x1Conv(seed=5), Invertible1x1Conv(lu=True, seed=5)
+    plain.forward(tf.zeros(SHAPE))
+    lu.forward(tf.zeros(SHAPE))
+    np.testing.assert_allclose(lu.weight().numpy(), plain.weight().numpy(), atol=1e-5)
+
+
+def test_invertible_1x1_conv_logdet_is_float64_accurate():
+    """A 256-channel W far from orthogonal: log|det W| matches numpy's float64 slogdet."""
+    layer = Invertible1x1Conv(seed=0)
+    layer.forward(tf.zeros([1, 1, 1, 256]))
+    rng = np.random.RandomState(0)
+    w = (np.eye(256) + 0.5 * rng.normal(size=(256, 256)) / 16).astype(np.float32)
+    layer.kernel.assign(w)
+    expected = np.linalg.slogdet(w.astype(np.float64))[1]
+    assert abs(float(layer.log_abs_det()) - expected) < 1e-5 * max(1.0, abs(expected))
+
+
+@pytest.mark.parametrize("channels", [4, 12, 48, 96])
+def test_nxn_conv_has_c_squared_plus_2c_parameters(channels):
+    """The paper's parameter claim: C² + 2C, against n²·C² for a standard n×n convolution."""
+    layer = InvertibleNxNConv(seed=0)
+    layer.forward(tf.zeros([1, 4, 4, channels]))
+    assert layer.count_params() == channels**2 + 2 * channels
+    standard = keras.layers.Conv2D(channels, 3, use_bias=False)
+    standard.build([None, 4, 4, channels])
+    assert standard.count_params() == 9 * channels**2
+    assert layer.count_params() < standard.count_params()
+
+
+def test_shuffle_is_seeded():
+    from glow_nxn.layers import ShufflePermutation
+    x = tf.reshape(tf.range(12.0), [1, 1, 1, 12])
+    a, b, c = ShufflePermutation(seed=1), ShufflePermutation(seed=1), ShufflePermutation(seed=2)
+    ya, yb, yc = a.forward(x)[0], b.forward(x)[0], c.forward(x)[0]
+    np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+    assert not np.array_equal(ya.numpy(), yc.numpy())
+    assert sorted(ya.numpy().ravel()) == list(range(12))
