@@ -20,7 +20,10 @@ the right cells scores between 0 and ``n_bits``.
 """
 import math
 
+import numpy as np
 import tensorflow as tf
+
+_BELOW_HALF = float(np.nextafter(np.float32(0.5), np.float32(0.0)))
 
 
 def reduce_bits(images, n_bits):
@@ -37,7 +40,10 @@ def dequantize(images, n_bits, uniform_noise):
     cell's lower corner and 0.5 for its centre. Returns float32 ``y ∈ [−0.5, 0.5)``.
     """
     bins = 2.0**n_bits
-    return (reduce_bits(images, n_bits) + uniform_noise) / bins - 0.5
+    y = (reduce_bits(images, n_bits) + uniform_noise) / bins - 0.5
+    # float32 rounding can take the top cell's y = (2^n − 1 + u)/2^n − 0.5 to exactly 0.5 for u
+    # within 2⁻²⁴ of 1: keep it inside the cell.
+    return tf.minimum(y, _BELOW_HALF)
 
 
 def to_uint8(y, n_bits):
@@ -60,11 +66,15 @@ def standard_normal_log_prob(z):
 def bits_per_dim(log_prob, num_dims, n_bits):
     """The bits/dim of the module docstring from ``log_prob = log p(y)`` ``[B]`` (nats).
 
-    ``num_dims`` is ``D = H·W·C`` of the image. Returns ``[B]``.
+    ``num_dims`` is ``D = H·W·C`` of the image. Returns ``[B]`` in the dtype of ``log_prob``; the
+    arithmetic is float64 (``D·n·ln 2`` is in the thousands, where float32 keeps ~4 digits after
+    the point).
     """
     _check_n_bits(n_bits)
     d = float(num_dims)
-    return (-log_prob + d * n_bits * math.log(2.0)) / (d * math.log(2.0))
+    log_prob = tf.convert_to_tensor(log_prob)
+    bits = (-tf.cast(log_prob, tf.float64) + d * n_bits * math.log(2.0)) / (d * math.log(2.0))
+    return tf.cast(bits, log_prob.dtype)
 
 
 def _check_n_bits(n_bits):

@@ -7,3 +7,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import glow_nxn  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+
+import pytest  # noqa: E402
+
+from glow_nxn import data  # noqa: E402
+from mock_datasets import mocked_tfds as _mocked_tfds  # noqa: E402
+
+
+@pytest.fixture
+def mocked_tfds():
+    """The :func:`mock_datasets.mocked_tfds` context manager, as a fixture."""
+    return _mocked_tfds
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir(tmp_path_factory):
+    """A tfds data_dir with MNIST prepared offline from data/mnist (the default manual_dir)."""
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    data.prepare("mnist", data_dir=data_dir)
+    return data_dir

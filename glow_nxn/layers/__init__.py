@@ -6,9 +6,12 @@
 from glow_nxn.layers.actnorm import ActNorm
 from glow_nxn.layers.base import Bijector, Chain, initialising
 from glow_nxn.layers.coupling import AdditiveCoupling, AffineCoupling
+from glow_nxn.layers.emerging import EmergingConv
 from glow_nxn.layers.mixing import (InvertibleNxNConv, Invertible1x1Conv, InvertibleShift,
                                     ReversePermutation, ShufflePermutation)
 from glow_nxn.layers.multiscale import LearnedPrior, Split, Squeeze
+from glow_nxn.layers.periodic import PeriodicConv
+from glow_nxn.layers.shifted import ShiftedNxNConv
 
 # name -> factory(seed) of a fresh mixing layer; the seed makes random initial weights repeatable.
 MIXINGS = {
@@ -17,6 +20,11 @@ MIXINGS = {
     "conv1x1": lambda seed: Invertible1x1Conv(seed=seed),
     "conv1x1_lu": lambda seed: Invertible1x1Conv(lu=True, seed=seed),
     "nxn": lambda seed: InvertibleNxNConv(seed=seed),
+    "shifted_nxn": lambda seed: ShiftedNxNConv(seed=seed),
+    # Hoogeboom et al.'s flow step puts a 1×1 convolution before the emerging one (their code's
+    # flow_permutation 3): EmergingConv starts near the identity and mixes no channels alone.
+    "emerging": lambda seed: Chain([Invertible1x1Conv(seed=seed), EmergingConv(seed=seed)]),
+    "periodic": lambda seed: PeriodicConv(seed=seed),
 }
 
 # name -> factory(hidden_width) of a fresh coupling layer.
@@ -27,6 +35,7 @@ COUPLINGS = {
 
 __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "Chain", "COUPLINGS",
-    "InvertibleNxNConv", "Invertible1x1Conv", "InvertibleShift", "LearnedPrior", "MIXINGS",
-    "ReversePermutation", "ShufflePermutation", "Split", "Squeeze", "initialising",
+    "EmergingConv", "InvertibleNxNConv", "Invertible1x1Conv", "InvertibleShift", "LearnedPrior",
+    "MIXINGS", "PeriodicConv", "ReversePermutation", "ShiftedNxNConv", "ShufflePermutation",
+    "Split", "Squeeze", "initialising",
 ]

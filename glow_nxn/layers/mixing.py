@@ -158,7 +158,7 @@ class InvertibleNxNConv(Bijector):
     Parameters: ``2C`` (α, β) + ``C²`` (W) = ``C² + 2C``, against ``n²·C²`` for a standard n×n
     convolution of ``C`` channels (``9C²`` for n = 3): the paper's "fewer parameters" claim. Note
     that both parts act on one pixel at a time, so the layer's receptive field is 1×1; see
-    ``ShiftedNxNConv`` for a layer whose receptive field is really n×n.
+    :class:`~glow_nxn.layers.shifted.ShiftedNxNConv` for a layer whose receptive field is n×n.
     """
 
     def __init__(self, lu=False, seed=0, min_scale=1e-3, **kwargs):

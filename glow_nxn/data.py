@@ -1,0 +1,381 @@
+r"""Input pipelines: named datasets through tensorflow-datasets, or a folder of images.
+
+Named datasets (:data:`DATASETS`; every function takes the name as its first argument):
+
+==============  =================================  ===========  ==============================
+name            tfds builder                       image shape  splits ``train`` / ``test``
+==============  =================================  ===========  ==============================
+mnist           ``mnist``                          28×28×1      train / test (60,000 / 10,000)
+cifar10         ``cifar10``                        32×32×3      train / test (50,000 / 10,000)
+imagenet32      ``downsampled_imagenet/32x32``     32×32×3      train / validation
+imagenet64      ``downsampled_imagenet/64x64``     64×64×3      train / validation
+celeba_hq_256   ``celeb_a_hq/256``                 256×256×3    train[:27000] / train[27000:]
+==============  =================================  ===========  ==============================
+
+``imagenet32``/``imagenet64`` are the downsampled ImageNet of van den Oord et al. (2016),
+http://image-net.org/small/, the release that RealNVP, Glow and the paper's Table 2 report
+bits/dim on (Glow's ``imagenet-oord``). That site no longer serves the files, so tfds needs them as
+manual files: ``train_32x32.tar`` and ``valid_32x32.tar`` (or ``*_64x64.tar``) in ``manual_dir``.
+``celeba_hq_256`` needs ``data256x256.tar`` (built as in Karras et al.'s progressive GAN repository)
+in ``manual_dir``; tfds has only a train split, so the last 3,000 images are the test split, as in
+Glow. Its 5-bit setting belongs to the model preset, not here.
+
+A dataset is prepared (once, into ``data_dir``, tfds's default when ``None``) from the files in
+``manual_dir`` and never downloaded: tfds's download manager takes a file from ``manual_dir`` when
+its name is the basename of the URL tfds registers, and checks it against tfds's registered sha256.
+``mnist``'s ``manual_dir`` defaults to the repository's ``data/mnist``, which holds the four
+canonical archives, so MNIST works offline out of the box. A dataset that is not prepared and whose
+files are missing raises :class:`DatasetUnavailableError` saying which files to put where. With
+several processes, call :func:`prepare` on one of them first, so they do not all write the
+same directory.
+
+A folder of images is named ``"folder:<directory>"``. Every ``.png``, ``.jpg`` or ``.jpeg`` under it
+(recursively, in sorted path order) is one example, decoded to the model's ``C`` channels (RGB ↔
+grey), scaled so that it covers ``H×W`` (bilinear, antialiased; for a square ``H×W`` the shorter
+side becomes ``H``) and centre-cropped to ``H×W``. Splits: if the directory has a ``train`` or a
+``test`` subdirectory, split ``s`` is the images under ``<directory>/s``; otherwise every image is
+in both splits (no held-out set: test bits/dim is then a training figure).
+
+Pipelines:
+
+* :func:`train_dataset`: shard → shuffle → repeat → decode → (shift) → dequantise → batch →
+  prefetch; an endless stream of float32 ``[B, H, W, C]`` in ``[−0.5, 0.5)`` (see
+  :mod:`glow_nxn.objectives` for the n-bit reduction and dequantisation), deterministic given
+  ``seed`` and the shard.
+* :func:`eval_dataset`: one pass over a split, in order, of ``{"image": uint8 [B, H, W, C],
+  "index": int64 [B]}``; with :func:`evaluation_noise`, a checkpoint's test bits/dim is the same on
+  every run and for any number of processes.
+"""
+import dataclasses
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import glow_nxn
+from glow_nxn import objectives
+
+SPLITS = ("train", "test")
+FOLDER_PREFIX = "folder:"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+MNIST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(glow_nxn.__file__))),
+                         "data", "mnist")
+
+# Streams of random numbers, kept apart by the second word of the base seed.
+_TRAIN_STREAM = 1
+_EVAL_STREAM = 2
+# Philox named explicitly: "auto_select" may pick another algorithm on another device, and the
+# noise must not depend on where it is drawn.
+_RNG = "philox"
+
+
+class DatasetUnavailableError(ValueError):
+    """A named dataset is neither prepared in ``data_dir`` nor preparable from ``manual_dir``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _TfdsDataset:
+    """A named dataset: its tfds builder, native ``(H, W, C)``, splits and manual files."""
+
+    tfds_name: str
+    image_shape: tuple
+    splits: dict  # our split name -> tfds split
+    manual_files: tuple  # what tfds reads from manual_dir
+    source: str  # where the manual files come from
+    default_manual_dir: str = None
+
+
+DATASETS = {
+    "mnist": _TfdsDataset(
+        "mnist", (28, 28, 1), {"train": "train", "test": "test"},
+        ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+        "the repository's data/mnist", default_manual_dir=MNIST_DIR),
+    "cifar10": _TfdsDataset(
+        "cifar10", (32, 32, 3), {"train": "train", "test": "test"},
+        ("cifar-10-binary.tar.gz",), "https://www.cs.toronto.edu/~kriz/"),
+    "imagenet32": _TfdsDataset(
+        "downsampled_imagenet/32x32", (32, 32, 3), {"train": "train", "test": "validation"},
+        ("train_32x32.tar", "valid_32x32.tar"), "a copy of http://image-net.org/small/"),
+    "imagenet64": _TfdsDataset(
+        "downsampled_imagenet/64x64", (64, 64, 3), {"train": "train", "test": "validation"},
+        ("train_64x64.tar", "valid_64x64.tar"), "a copy of http://image-net.org/small/"),
+    "celeba_hq_256": _TfdsDataset(
+        "celeb_a_hq/256", (256, 256, 3), {"train": "train[:27000]", "test": "train[27000:]"},
+        ("data256x256.tar",),
+        "https://github.com/tkarras/progressive_growing_of_gans#preparing-datasets-for-training"),
+}
+
+
+def prepare(name, *, data_dir=None, manual_dir=None):
+    """Prepare the named dataset into ``data_dir`` if it is not there yet (no-op for a folder).
+
+    Raises:
+      DatasetUnavailableError: not prepared, and the files it needs are not in ``manual_dir``
+        (or do not match tfds's checksums).
+    """
+    if _folder(name) is None:
+        _prepared_builder(name, data_dir, manual_dir)
+
+
+def num_examples(name, split, *, data_dir=None, manual_dir=None):
+    """The number of examples in ``split`` (``"train"`` or ``"test"``) of the dataset ``name``."""
+    _check_split(split)
+    folder = _folder(name)
+    if folder is not None:
+        return len(_folder_files(folder, split))
+    builder = _prepared_builder(name, data_dir, manual_dir)
+    return builder.info.splits[DATASETS[name].splits[split]].num_examples
+
+
+def load_split(name, split, *, image_shape, data_dir=None, manual_dir=None):
+    """The whole ``split`` in its stored order, once.
+
+    Yields ``{"image": uint8 [H, W, C], "index": int64 []}``, ``index`` being the example's
+    position in the split (``0 .. num_examples − 1``).
+    """
+    records, decode = _records(name, split, image_shape, data_dir, manual_dir)
+    return records.enumerate().map(
+        lambda index, record: {"image": decode(record), "index": index},
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, shard_index=0,
+                  num_shards=1, data_dir=None, manual_dir=None, augment_shift=0,
+                  shuffle_buffer=10_000):
+    r"""The endless training stream of one process: float32 ``[B, H, W, C]`` in ``[−0.5, 0.5)``.
+
+    ``B = per_replica_batch_size``; every batch is full. Process ``shard_index`` of ``num_shards``
+    reads the examples whose index ``i`` has ``i mod num_shards = shard_index``, shuffled anew
+    every epoch (a buffer of ``shuffle_buffer`` examples; tfds shuffles examples when it prepares a
+    dataset, so a window suffices; 1 keeps the stored order). Each image ``x`` becomes
+
+    .. math::  y = (\lfloor x / 2^{8-n} \rfloor + u) / 2^n - 0.5,\quad u \sim U(0, 1)^D
+
+    (:func:`glow_nxn.objectives.dequantize`), with ``u`` drawn from Philox keyed by ``(seed,
+    epoch, i)``: fresh in every epoch, the same on every run, and independent of the sharding, so
+    with ``shuffle_buffer=1`` two processes with batch ``b`` see exactly the images and noise that
+    one process with batch ``2b`` sees. ``augment_shift = s > 0`` first translates each image by a
+    random ``(dy, dx) ∈ {−s..s}²`` (same key), filling from the nearest edge pixel (Glow's
+    CIFAR-10 augmentation, Keras' ``width_shift_range``/``height_shift_range`` with
+    ``fill_mode="nearest"``).
+    """
+    _check_shards(shard_index, num_shards)
+    _check_positive("per_replica_batch_size", per_replica_batch_size)
+    _check_positive("shuffle_buffer", shuffle_buffer)
+    if not (isinstance(augment_shift, int) and 0 <= augment_shift < min(image_shape[:2])):
+        raise ValueError(f"augment_shift must be an integer in 0..{min(image_shape[:2]) - 1}, "
+                         f"got {augment_shift!r}")
+    records, decode = _records(name, "train", image_shape, data_dir, manual_dir)
+    base_key = tf.constant([seed, _TRAIN_STREAM], tf.int64)
+
+    def preprocess(epoch, index, record):
+        epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch, alg=_RNG)
+        noise_key, shift_key = tf.unstack(tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(epoch_key, index, alg=_RNG), 2, alg=_RNG))
+        image = decode(record)
+        if augment_shift:
+            image = _random_shift(image, augment_shift, shift_key)
+        noise = tf.random.stateless_uniform(image_shape, seed=noise_key, alg=_RNG)
+        return objectives.dequantize(image, n_bits, noise)
+
+    # Number before sharding, so that an example's index (and so its noise) is its position in
+    # the whole split; shard next, so that the processes read disjoint examples whatever the
+    # shuffle does; shuffle before repeat, so that every epoch shows each example once; number
+    # the stream after repeat, so that position // shard size is the epoch; decode after the
+    # shuffle, so that the buffer holds small encoded records.
+    mine = records.enumerate().shard(num_shards, shard_index)
+    shard_size = int(mine.cardinality())
+    if shard_size < 0:  # cardinality unknown to tf.data: count once
+        shard_size = int(mine.reduce(0, lambda count, _: count + 1))
+    if shard_size == 0:
+        raise ValueError(f"shard {shard_index} of {num_shards} of {name!r} is empty; use fewer "
+                         f"processes than examples")
+
+    def numbered(position, example):
+        index, record = example
+        return position // shard_size, index, record
+
+    return (mine.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            .repeat()
+            .enumerate()
+            .map(numbered)
+            .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(per_replica_batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def eval_dataset(name, *, image_shape, batch_size, shard_index=0, num_shards=1, data_dir=None,
+                 manual_dir=None, split="test"):
+    """One deterministic pass over this process's part of ``split``, in order.
+
+    Yields ``{"image": uint8 [B, H, W, C], "index": int64 [B]}`` with ``B ≤ batch_size`` (the last
+    batch may be smaller). ``index`` is the position in the whole split, so it names an example
+    whatever ``num_shards`` is; process ``shard_index`` gets the indices ``≡ shard_index (mod
+    num_shards)``. Dequantise with :func:`evaluation_noise` of ``index``.
+    """
+    _check_shards(shard_index, num_shards)
+    _check_positive("batch_size", batch_size)
+    records, decode = _records(name, split, image_shape, data_dir, manual_dir)
+    # Number before sharding, so that an index is the position in the whole split.
+    return (records.enumerate()
+            .shard(num_shards, shard_index)
+            .map(lambda index, record: {"image": decode(record), "index": index},
+                 num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def evaluation_noise(index, image_shape, seed, draw=0):
+    """Dequantisation noise for evaluation: float32 ``[B, H, W, C]`` in ``[0, 1)``.
+
+    Example ``index[b]`` (int ``[B]``) gets ``U(0, 1)^(H·W·C)`` from Philox keyed by ``(seed, draw,
+    index[b])`` alone, so the same example gets the same noise in any batch, on any process and in
+    any run; ``draw`` numbers independent draws (e.g. to average bits/dim over several).
+    """
+    base_key = tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, _EVAL_STREAM], tf.int64), draw, alg=_RNG)
+
+    def one(example_index):
+        key = tf.random.experimental.stateless_fold_in(base_key, example_index, alg=_RNG)
+        return tf.random.stateless_uniform(image_shape, seed=key, alg=_RNG)
+
+    # map_fn, not vectorized_map: pfor has no rule for a per-example seed and would fall back to a
+    # while loop anyway, with a warning.
+    return tf.map_fn(one, tf.cast(index, tf.int64), fn_output_signature=tf.float32)
+
+
+def _records(name, split, image_shape, data_dir, manual_dir):
+    """``(records, decode)``: a dataset of encoded images in split order, and the function that
+    turns one into uint8 ``[H, W, C]`` of ``image_shape``."""
+    _check_split(split)
+    image_shape = tuple(image_shape)
+    folder = _folder(name)
+    if folder is not None:
+        return _folder_records(folder, split, image_shape)
+    native_shape = _named_dataset(name).image_shape
+    if image_shape != native_shape:
+        raise ValueError(f"{name} images are {native_shape} but the model's image_shape is "
+                         f"{image_shape}: use image_shape={native_shape} (the {name} preset)")
+    builder = _prepared_builder(name, data_dir, manual_dir)
+    # Skip decoding here so that records are decoded only after sharding and shuffling.
+    records = builder.as_dataset(split=DATASETS[name].splits[split], shuffle_files=False,
+                                 decoders={"image": tfds.decode.SkipDecoding()})
+    image_feature = builder.info.features["image"]
+    return (records.map(lambda example: example["image"]),
+            lambda record: tf.ensure_shape(image_feature.decode_example(record), image_shape))
+
+
+def _named_dataset(name):
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}, "
+                         f"or {FOLDER_PREFIX}<directory of PNG/JPEG images>")
+    return DATASETS[name]
+
+
+def _prepared_builder(name, data_dir, manual_dir):
+    spec = _named_dataset(name)
+    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    manual_dir = manual_dir or spec.default_manual_dir
+    missing = [f for f in spec.manual_files
+               if not (manual_dir and os.path.isfile(os.path.join(manual_dir, f)))]
+    if missing:
+        raise DatasetUnavailableError(
+            f"{name} ({spec.tfds_name}) is not prepared in {builder.data_dir} and manual_dir "
+            f"{manual_dir} lacks {', '.join(missing)}: put them (from {spec.source}) in a "
+            f"directory and pass it as manual_dir, or pass the data_dir of a prepared copy")
+    try:
+        # try_download_gcs=False: tfds would otherwise look for a prepared copy online first.
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir, try_download_gcs=False))
+    except Exception as error:  # any failure of tfds's preparation, kept as the cause
+        raise DatasetUnavailableError(
+            f"preparing {name} ({spec.tfds_name}) from manual_dir {manual_dir} failed with "
+            f"{type(error).__name__}: check that {', '.join(spec.manual_files)} are the files "
+            f"tfds registers (sha256 in its checksums)") from error
+    return builder
+
+
+def _folder(name):
+    """The directory of a ``folder:<directory>`` name, else ``None``."""
+    if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
+        directory = name[len(FOLDER_PREFIX):]
+        if not os.path.isdir(directory):
+            raise ValueError(f"{name!r}: {directory!r} is not a directory; give "
+                             f"{FOLDER_PREFIX}<an existing directory of PNG/JPEG images>")
+        return directory
+    return None
+
+
+def _folder_files(directory, split):
+    """The sorted image paths of ``split`` under ``directory`` (module docstring's convention)."""
+    if any(os.path.isdir(os.path.join(directory, s)) for s in SPLITS):
+        root = os.path.join(directory, split)
+        if not os.path.isdir(root):
+            raise ValueError(f"{directory} has split subdirectories but no {split!r} one: add "
+                             f"{root} or remove the split subdirectories")
+    else:
+        root = directory
+    files = sorted(os.path.join(parent, f) for parent, _, names in os.walk(root) for f in names
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise ValueError(f"no {'/'.join(IMAGE_EXTENSIONS)} images under {root}: add some or "
+                         f"name another directory")
+    return files
+
+
+def _folder_records(directory, split, image_shape):
+    height, width, channels = image_shape
+    if channels not in (1, 3):
+        raise ValueError(f"a folder of images gives 1 or 3 channels, but image_shape is "
+                         f"{image_shape}: use C = 1 (grey) or 3 (RGB)")
+
+    def decode(path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                                   expand_animations=False)
+        return tf.ensure_shape(_cover_and_centre_crop(image, height, width), image_shape)
+
+    return tf.data.Dataset.from_tensor_slices(_folder_files(directory, split)), decode
+
+
+def _cover_and_centre_crop(image, height, width):
+    """uint8 ``[h, w, C]`` → uint8 ``[height, width, C]``: scale by ``max(height/h, width/w)``
+    (bilinear, antialiased), then cut the centre ``height × width``."""
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    target = tf.constant([height, width], tf.float32)
+    scaled = tf.maximum(tf.cast(tf.round(size * tf.reduce_max(target / size)), tf.int32),
+                        [height, width])
+    resized = tf.image.resize(image, scaled, method="bilinear", antialias=True)
+    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
+    return resized[top:top + height, left:left + width]
+
+
+def _random_shift(image, max_shift, key):
+    """Translate ``[H, W, C]`` by ``(dy, dx)`` uniform in ``{−max_shift..max_shift}²`` (from
+    ``key``), each output pixel taking the input pixel ``(i − dy, j − dx)`` clamped to the image."""
+    shift = tf.random.stateless_uniform([2], seed=key, minval=-max_shift, maxval=max_shift + 1,
+                                        dtype=tf.int32, alg=_RNG)
+    shape = tf.shape(image)
+    rows = tf.clip_by_value(tf.range(shape[0]) - shift[0], 0, shape[0] - 1)
+    cols = tf.clip_by_value(tf.range(shape[1]) - shift[1], 0, shape[1] - 1)
+    return tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
+
+
+def _check_split(split):
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+
+
+def _check_shards(shard_index, num_shards):
+    if not (isinstance(num_shards, int) and num_shards >= 1
+            and isinstance(shard_index, int) and 0 <= shard_index < num_shards):
+        raise ValueError(f"need integers 0 <= shard_index < num_shards, got shard_index="
+                         f"{shard_index!r}, num_shards={num_shards!r}")
+
+
+def _check_positive(name, value):
+    if not (isinstance(value, int) and value >= 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,97 @@
+"""Horovod, confined to this module, with a single-process fallback.
+
+Everything else sees a :class:`Replicas` object: its ``size``, ``rank``, whether it is the chief
+(rank 0, the only writer), and the few collectives training and evaluation need. Without Horovod
+installed, or outside ``horovodrun``, :func:`connect` returns a one-process :class:`Replicas` whose
+collectives are identities, so the library runs the same code either way.
+"""
+import os
+
+import tensorflow as tf
+
+_LAUNCHER_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+class Replicas:
+    """A single process: ``size`` 1, ``rank`` 0, and collectives that return their input."""
+
+    size = 1
+    rank = 0
+    local_rank = 0
+
+    @property
+    def is_chief(self):
+        return self.rank == 0
+
+    def mean(self, t):
+        """The cross-replica mean of a tensor (each replica passes its own)."""
+        return t
+
+    def sum(self, t):
+        """The cross-replica sum of a tensor."""
+        return t
+
+    def broadcast_variables(self, variables):
+        """Set ``variables`` on every replica to rank 0's values."""
+
+    def broadcast(self, t):
+        """Rank 0's value of a tensor, on every replica."""
+        return t
+
+    def gradient_tape(self, tape):
+        """A tape whose gradients are averaged across replicas."""
+        return tape
+
+
+class HorovodReplicas(Replicas):
+    """The processes of a ``horovodrun`` job (Horovod with Gloo, MPI or NCCL underneath)."""
+
+    def __init__(self, hvd):
+        self._hvd = hvd
+        self.size, self.rank, self.local_rank = hvd.size(), hvd.rank(), hvd.local_rank()
+
+    def mean(self, t):
+        return self._hvd.allreduce(t, op=self._hvd.Average)
+
+    def sum(self, t):
+        return self._hvd.allreduce(t, op=self._hvd.Sum)
+
+    def broadcast_variables(self, variables):
+        # Horovod: one broadcast of every model and optimizer variable before the loop, so all
+        # replicas start identical (fresh, after data-dependent init, or after a resume).
+        self._hvd.broadcast_variables(variables, root_rank=0)
+
+    def broadcast(self, t):
+        return self._hvd.broadcast(t, root_rank=0)
+
+    def gradient_tape(self, tape):
+        # Horovod: gradients are allreduced (averaged) across replicas inside tape.gradient.
+        return self._hvd.DistributedGradientTape(tape)
+
+
+def launched_by_horovodrun():
+    """True in a process that ``horovodrun`` (or mpirun) started."""
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+
+
+def connect():
+    """The :class:`Replicas` of this job: Horovod's under ``horovodrun``, else a single process.
+
+    Under Horovod, each process sees only the GPU of its local rank (one GPU per process).
+    """
+    if not launched_by_horovodrun():
+        return Replicas()
+    try:
+        import horovod.tensorflow as hvd
+    except ImportError as error:
+        raise RuntimeError("this process was started by horovodrun, but horovod.tensorflow does "
+                           "not import; run ./install.sh to build Horovod") from error
+    # Horovod: initialise the collective runtime (Gloo/MPI/NCCL) for this process.
+    hvd.init()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        # Horovod: pin one GPU per process, by local rank.
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpu, "GPU")
+    return HorovodReplicas(hvd)
