@@ -51,6 +51,8 @@ def define_model_flags():
     flags.DEFINE_string("coupling", None, "override: affine or additive")
     flags.DEFINE_boolean("learn_top", None, "override: learn the top prior")
     flags.DEFINE_integer("n_bits", None, "override: bits per channel the model scores (1..8)")
+    flags.DEFINE_string("network_dtype", None, "override: float32, or bfloat16 for mixed "
+                        "precision in the coupling networks")
     flags.DEFINE_integer("seed", 0, "seed of the initial weights, data order and noise")
 
 
@@ -113,7 +115,7 @@ def model_config():
     """The ModelConfig of --preset with the override flags applied."""
     overrides = {name: getattr(FLAGS, name) for name in (
         "levels", "steps_per_level", "hidden_width", "mixing", "coupling", "learn_top",
-        "n_bits") if getattr(FLAGS, name) is not None}
+        "n_bits", "network_dtype") if getattr(FLAGS, name) is not None}
     with as_user_error():
         return model_configs.preset(FLAGS.preset, seed=FLAGS.seed, **overrides)
 

@@ -5,6 +5,9 @@ import json
 from glow_nxn.layers import COUPLINGS, MIXINGS
 
 
+NETWORK_DTYPES = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes a Glow model's architecture; saved as ``config.json`` beside it.
@@ -20,6 +23,8 @@ class ModelConfig:
       learn_top: learn the mean and scale of the top-level prior.
       n_bits: bits per colour channel the model scores (1..8); images are reduced to it.
       seed: seed of the random initial weights (rotations, permutations).
+      network_dtype: arithmetic of the coupling networks: ``float32``, or ``bfloat16`` for mixed
+        precision on GPUs/TPUs that have it (weights, flow and log-dets stay float32).
     """
 
     image_shape: tuple
@@ -31,11 +36,13 @@ class ModelConfig:
     learn_top: bool = True
     n_bits: int = 8
     seed: int = 0
+    network_dtype: str = "float32"
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
         _check_choice("mixing", self.mixing, MIXINGS)
         _check_choice("coupling", self.coupling, COUPLINGS)
+        _check_choice("network_dtype", self.network_dtype, NETWORK_DTYPES)
         for name in ("levels", "steps_per_level", "hidden_width"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):

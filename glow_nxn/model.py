@@ -37,7 +37,8 @@ class Glow(keras.Model):
             steps = []
             for step in range(config.steps_per_level):
                 seed = config.seed * 1_000_003 + level * config.steps_per_level + step
-                steps.append(Chain([ActNorm(), mixing(seed), coupling(config.hidden_width)],
+                steps.append(Chain([ActNorm(), mixing(seed),
+                                    coupling(config.hidden_width, config.network_dtype)],
                                    name=f"step_{level}_{step}"))
             self.levels.append(Chain([Squeeze(), *steps], name=f"level_{level}"))
         self.splits = [Split(name=f"split_{level}") for level in range(config.levels - 1)]

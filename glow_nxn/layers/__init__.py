@@ -27,10 +27,10 @@ MIXINGS = {
     "periodic": lambda seed: PeriodicConv(seed=seed),
 }
 
-# name -> factory(hidden_width) of a fresh coupling layer.
+# name -> factory(hidden_width, compute_dtype) of a fresh coupling layer.
 COUPLINGS = {
-    "affine": lambda width: AffineCoupling(width),
-    "additive": lambda width: AdditiveCoupling(width),
+    "affine": AffineCoupling,
+    "additive": AdditiveCoupling,
 }
 
 __all__ = [

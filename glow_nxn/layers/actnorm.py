@@ -31,6 +31,7 @@ class ActNorm(Bijector):
         so with equal per-replica batches the statistics are those of the global batch.
         """
         self._build_for(x)
+        x = tf.cast(x, tf.float32)
         mean = reduce_mean(tf.reduce_mean(x, axis=[0, 1, 2]))
         variance = reduce_mean(tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2]))
         self.bias.assign(-mean)
@@ -40,11 +41,12 @@ class ActNorm(Bijector):
         reducer = pending_init_reducer()
         if reducer is not None:
             self.data_dependent_init(x, reducer)
-        y = (x + self.bias) * tf.exp(self.log_scale)
+        # Parameters are float32; inside a mixed-precision network x may be bfloat16.
+        y = (x + tf.cast(self.bias, x.dtype)) * tf.cast(tf.exp(self.log_scale), x.dtype)
         return y, self._logdet(x)
 
     def _inverse(self, y):
-        x = y * tf.exp(-self.log_scale) - self.bias
+        x = y * tf.cast(tf.exp(-self.log_scale), y.dtype) - tf.cast(self.bias, y.dtype)
         return x, -self._logdet(y)
 
     def _logdet(self, t):

@@ -15,16 +15,21 @@ def _sum_over_pixels(t):
 
 
 class _Coupling(Bijector):
-    def __init__(self, hidden_width, **kwargs):
+    """``hidden_width``: the network's width; ``compute_dtype``: its arithmetic, ``float32`` or
+    ``bfloat16`` (mixed precision, see :class:`~glow_nxn.layers.nn.CouplingNetwork`)."""
+
+    def __init__(self, hidden_width, compute_dtype="float32", **kwargs):
         super().__init__(**kwargs)
         self.hidden_width = hidden_width
+        self.compute_dtype_name = compute_dtype
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
         if channels < 2:
             raise ValueError(f"a coupling layer needs at least 2 channels, got {channels}")
         self.transformed = channels // 2
-        self.network = CouplingNetwork(self._network_outputs(self.transformed), self.hidden_width)
+        self.network = CouplingNetwork(self._network_outputs(self.transformed), self.hidden_width,
+                                       compute_dtype=self.compute_dtype_name)
 
     def _halves(self, t):
         return t[..., :-self.transformed], t[..., -self.transformed:]

@@ -17,7 +17,8 @@ class ZeroConv2D(keras.layers.Layer):
     def __init__(self, filters, kernel_size=3, **kwargs):
         super().__init__(**kwargs)
         self.conv = keras.layers.Conv2D(filters, kernel_size, padding="same",
-                                        kernel_initializer="zeros", bias_initializer="zeros")
+                                        kernel_initializer="zeros", bias_initializer="zeros",
+                                        dtype=self.dtype_policy)
         self.filters = filters
 
     def build(self, input_shape):
@@ -26,7 +27,7 @@ class ZeroConv2D(keras.layers.Layer):
                                          initializer="zeros")
 
     def call(self, x):
-        return self.conv(x) * tf.exp(3.0 * self.log_scale)
+        return self.conv(x) * tf.cast(tf.exp(3.0 * self.log_scale), self.compute_dtype)
 
 
 def _small_normal():
@@ -44,19 +45,24 @@ class CouplingNetwork(keras.layers.Layer):
     uses it starts as the identity.
     """
 
-    def __init__(self, out_channels, width, **kwargs):
+    def __init__(self, out_channels, width, compute_dtype="float32", **kwargs):
         super().__init__(**kwargs)
+        # Mixed precision: with compute_dtype="bfloat16" the convolutions compute in bfloat16
+        # from float32 weights (Keras' "mixed_bfloat16" policy); the output is cast back to
+        # float32, so every log-det and the flow itself stay float32. bfloat16 has float32's
+        # range, so no loss scaling is needed.
+        policy = "mixed_bfloat16" if compute_dtype == "bfloat16" else "float32"
         self.conv_in = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
-                                           kernel_initializer=_small_normal())
+                                           kernel_initializer=_small_normal(), dtype=policy)
         self.norm_in = ActNorm()
         self.conv_hidden = keras.layers.Conv2D(width, 1, padding="same", use_bias=False,
-                                               kernel_initializer=_small_normal())
+                                               kernel_initializer=_small_normal(), dtype=policy)
         self.norm_hidden = ActNorm()
-        self.conv_out = ZeroConv2D(out_channels)
+        self.conv_out = ZeroConv2D(out_channels, dtype=policy)
 
     def call(self, x):
         h, _ = self.norm_in.forward(self.conv_in(x))
         h = tf.nn.relu(h)
         h, _ = self.norm_hidden.forward(self.conv_hidden(h))
         h = tf.nn.relu(h)
-        return self.conv_out(h)
+        return tf.cast(self.conv_out(h), tf.float32)
