@@ -1,6 +1,6 @@
 """Train the mnist preset once per mixing layer on the same data and budget; tabulate test bits/dim.
 
-    python bench/compare_mixings.py --root=runs/compare --train_steps=300
+    python bench/compare_mixings.py --root=runs/compare --train_steps=600 --warmup_steps=100
 
 For each mixing it runs, in fresh processes, ``train.py --preset=mnist --mixing=M`` (same seed,
 same data order, same number of images) and ``evaluate.py`` on all 10,000 MNIST test images, then
@@ -38,7 +38,8 @@ def parameter_count(workdir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/compare")
-    parser.add_argument("--train_steps", type=int, default=300)
+    parser.add_argument("--train_steps", type=int, default=600)
+    parser.add_argument("--warmup_steps", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--mixings", default=",".join(MIXINGS))
     parser.add_argument("--output", default=os.path.join(REPO, "docs", "MIXING_MNIST.md"))
@@ -51,7 +52,7 @@ def main():
         if not os.path.exists(result_path):
             started = time.time()
             run(["train.py", "--preset=mnist", f"--mixing={mixing}", f"--workdir={workdir}",
-                 f"--train_steps={args.train_steps}",
+                 f"--train_steps={args.train_steps}", f"--warmup_steps={args.warmup_steps}",
                  f"--per_replica_batch_size={args.batch_size}", "--seed=0",
                  "--eval_every_steps=1000000", "--log_every_steps=100"])
             with open(timing_path, "w") as handle:
@@ -66,9 +67,10 @@ def main():
     images = args.train_steps * args.batch_size
     lines = [
         f"Each row: `python train.py --preset=mnist --mixing=M --train_steps={args.train_steps} "
-        f"--per_replica_batch_size={args.batch_size} --seed=0` then `python evaluate.py` (all "
-        f"10,000 test images), {images:,} training images each, run by "
-        f"`python bench/compare_mixings.py --train_steps={args.train_steps}` on "
+        f"--warmup_steps={args.warmup_steps} --per_replica_batch_size={args.batch_size} "
+        f"--seed=0` then `python evaluate.py` (all 10,000 test images), {images:,} training "
+        f"images each, run by `python bench/compare_mixings.py --train_steps={args.train_steps} "
+        f"--warmup_steps={args.warmup_steps}` on "
         f"{datetime.date.today()} on a 2-core CPU (wall time includes start-up and the "
         f"data-dependent init, and depends on what else ran on the machine).",
         "",
