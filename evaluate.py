@@ -32,6 +32,12 @@ def main(argv):
     model, step, path = workdir.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
     options = project_flags.data_options(workdir.load_run_settings(FLAGS.workdir))
     with as_user_error():
+        if replicas.is_chief:
+            data.prepare(options["dataset"], data_dir=options["data_dir"],
+                         manual_dir=options["manual_dir"])
+        # Horovod: the other processes wait until rank 0 has prepared the dataset, so that
+        # they do not all write the same data_dir.
+        replicas.barrier()
         test = data.eval_dataset(
             options["dataset"], image_shape=model.config.image_shape,
             batch_size=FLAGS.batch_size, data_dir=options["data_dir"],

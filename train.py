@@ -2,6 +2,7 @@
 
     python train.py --workdir=runs/mnist                          # the mnist preset, one process
     horovodrun -np 4 python train.py --flagfile=configs/cifar10.cfg --workdir=runs/cifar10
+    horovodrun -np 8 -H host1:4,host2:4 python train.py ...       # 2 machines: docs/DISTRIBUTED.md
 
 An existing run in --workdir is resumed from its newest checkpoint.
 """
@@ -19,7 +20,7 @@ def main(argv):
     replicas = distributed.connect()
     summary = training.train(model_config, train_config, replicas)
     if replicas.is_chief:
-            print(f"finished at step {summary['step']}: train bits/dim "
+        print(f"finished at step {summary['step']}: train bits/dim "
               f"{summary['train_bits_per_dim']:.4f}, checkpoint {summary['checkpoint']}")
 
 

@@ -4,6 +4,13 @@ Everything else sees a :class:`Replicas` object: its ``size``, ``rank``, whether
 (rank 0, the only writer), and the few collectives training and evaluation need. Without Horovod
 installed, or outside ``horovodrun``, :func:`connect` returns a one-process :class:`Replicas` whose
 collectives are identities, so the library runs the same code either way.
+
+Under ``horovodrun`` (Gloo), a process that exits non-zero ends the job: ``horovodrun`` terminates
+the other processes (SIGTERM, then SIGKILL after 5 s) and exits non-zero itself, and a collective
+left waiting on the dead process fails at once ("Horovod has been shut down"). A collective waiting
+on a live but busy process (rank 0 preparing a dataset) waits as long as it takes: Gloo's timeout
+(``HOROVOD_GLOO_TIMEOUT_SECONDS``, 30 s) does not cut it short. docs/DISTRIBUTED.md has the
+evidence.
 """
 import os
 
@@ -42,6 +49,10 @@ class Replicas:
         """A tape whose gradients are averaged across replicas."""
         return tape
 
+    def barrier(self):
+        """Return once every replica has called it (e.g. the others wait while rank 0 prepares
+        a dataset)."""
+
 
 class HorovodReplicas(Replicas):
     """The processes of a ``horovodrun`` job (Horovod with Gloo, MPI or NCCL underneath)."""
@@ -67,6 +78,11 @@ class HorovodReplicas(Replicas):
     def gradient_tape(self, tape):
         # Horovod: gradients are allreduced (averaged) across replicas inside tape.gradient.
         return self._hvd.DistributedGradientTape(tape)
+
+    def barrier(self):
+        # Horovod: horovod.tensorflow has no barrier; an allreduce completes only once every
+        # replica has submitted it, so a scalar one is a barrier.
+        self._hvd.allreduce(tf.constant(0), op=self._hvd.Sum, name="barrier")
 
 
 def launched_by_horovodrun():

@@ -11,7 +11,14 @@ so all replicas hold identical weights throughout. Before the first step every A
 initialised from the global init batch (moments averaged across replicas), then model and
 optimizer state are broadcast from rank 0 once. Only rank 0 writes (checkpoints, config.json,
 summaries); a run resumes from its newest checkpoint with its step, learning-rate schedule and
-optimizer state.
+optimizer state. With several replicas, rank 0 prepares the dataset while the others wait.
+
+With ``shuffle_buffer=1`` and the same seed, ``n`` replicas with batch ``b`` (and init batch
+``i``) train as one process with batch ``n·b`` (init batch ``n·i``): replica ``r`` reads the
+examples ``≡ r (mod n)`` with the same noise (:func:`glow_nxn.data.train_dataset`), so each step's
+global batch is the same set of images; the mean of the replicas' mean losses is the global mean,
+and so is the mean of their gradients; the ActNorm moments are means of equal-sized per-replica
+means. Only float32 rounding (summation order) differs; tests/test_horovod.py checks it.
 """
 import dataclasses
 import math
@@ -142,7 +149,9 @@ class Trainer:
 
         Returns the step to start from. Rank 0 decides whether there is a checkpoint and reads
         it; every replica then takes rank 0's state in one broadcast (no shared file system
-        needed). ``init_images`` is called only for a fresh run, on every replica.
+        needed). ``init_images`` is called only for a fresh run, on every replica, and returns
+        that replica's slice of the global init batch; every ActNorm moment is averaged across
+        replicas (``replicas.mean``), so the init is that of the whole global batch.
         """
         latest = self.manager.latest_checkpoint if self.replicas.is_chief else None
         resuming = bool(self.replicas.broadcast(tf.constant(int(latest is not None))).numpy())
@@ -193,6 +202,7 @@ class Trainer:
     def fit(self):
         """Train until ``train_steps`` or ``max_train_seconds``; returns a summary dict."""
         config, replicas = self.config, self.replicas
+        self._prepare_dataset()
         start_step = self.restore_or_initialise(self._init_batch)
         train_data, test_data = self._datasets()
         if replicas.is_chief:
@@ -288,6 +298,19 @@ class Trainer:
         return dict(image_shape=self.model_config.image_shape, data_dir=config.data_dir,
                     manual_dir=config.manual_dir, shard_index=replicas.rank,
                     num_shards=replicas.size)
+
+    def _prepare_dataset(self):
+        """With several replicas, rank 0 prepares the dataset into ``data_dir`` (if it is not
+        there yet) while the others wait, so that they do not all write the same directory; they
+        then find it prepared. (One process prepares it when it first reads it.)"""
+        if self.replicas.size == 1:
+            return
+        if self.replicas.is_chief:
+            with as_user_error():
+                data.prepare(self.config.dataset, data_dir=self.config.data_dir,
+                             manual_dir=self.config.manual_dir)
+        # Horovod: the other replicas wait here until rank 0 has prepared the dataset.
+        self.replicas.barrier()
 
     def _init_batch(self):
         """This replica's slice of the global init batch (``init_batch_size`` per replica)."""

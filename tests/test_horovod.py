@@ -1,0 +1,254 @@
+"""Horovod, proven rather than assumed: ``horovodrun -np 2 --gloo`` against one process, on the CPU.
+
+The scripts run as a user runs them; under horovodrun through tests/horovod_worker.py, which adds
+test-only probes from outside the library (weight digests, the examples each rank drew, tfds
+preparation calls, a rank that dies). What is shown:
+
+* 2 processes with per-replica batch ``b`` train as 1 process with batch ``2b`` (weights equal to
+  float32 tolerance, while runs that should differ do, by orders of magnitude more);
+* rank 0 alone prepares an unprepared tfds ``data_dir``; the other rank waits for it;
+* every rank holds identical weights after init and after training, and the ranks draw disjoint
+  examples; only rank 0 writes; a run resumed under horovodrun continues;
+* evaluate.py under horovodrun reports the single-process test bits/dim;
+* the learning rate scales with the number of processes only when asked;
+* a rank that dies ends the job with a non-zero exit soon after, and the last checkpoint loads.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+
+from glow_nxn import training, workdir
+from glow_nxn.distributed import Replicas
+from horovod_worker import write_indexed_images
+from test_training import REPO, TINY_MNIST, run_script
+
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+WORKER = os.path.join(REPO, "tests", "horovod_worker.py")
+# Weights of 2 processes vs 1 may differ by float32 rounding only: the batch means, ActNorm
+# moments and the allreduce sum the same numbers in another order (a few ulps, ~1e-7 relative),
+# and Adam's m/(√v + ε) carries such relative errors through at most ~1:1, scaled by lr = 1e-3.
+# Measured: ~1.3e-6 after 5 steps. 1e-5 is ~10× that and ~100× below one Adam step (≈ lr); the
+# control runs below differ by more than 1e-2.
+WEIGHT_TOLERANCE = 1e-5
+CONTROL_MINIMUM = 100 * WEIGHT_TOLERANCE
+STEP_LINE = re.compile(r"step\s+(\d+)\s+bits/dim\s+([0-9.]+)\s.*\slr\s+([0-9.e+-]+)")
+
+
+def horovodrun(script, *args, probes=None, expect_ok=True):
+    """``horovodrun -np 2 --gloo python tests/horovod_worker.py script args``; CompletedProcess.
+
+    Its stdout holds each rank's lines prefixed ``[rank]<stdout>:``."""
+    env = dict(os.environ)
+    for name in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "TF_CPP_MIN_LOG_LEVEL"):
+        env.pop(name, None)
+    env.update(probes or {})
+    result = subprocess.run([HOROVODRUN, "-np", "2", "--gloo", sys.executable, WORKER, script,
+                             *args], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900)
+    if expect_ok:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def records(directory):
+    """The worker's per-rank records, in rank order."""
+    return [json.loads((directory / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+
+def progress(output):
+    """``{step: (train bits/dim, lr)}`` from a run's progress lines."""
+    return {int(m[1]): (float(m[2]), float(m[3])) for m in STEP_LINE.finditer(output)}
+
+
+def max_weight_difference(run_a, run_b):
+    """The largest |Δ| over all model variables of two runs' newest checkpoints."""
+    model_a, step_a, _ = workdir.load_trained_model(str(run_a))
+    model_b, step_b, _ = workdir.load_trained_model(str(run_b))
+    assert step_a == step_b
+    # Same architecture, so the same variables in the same order (Keras numbers the names of a
+    # second model in one process differently).
+    assert [v.shape for v in model_a.variables] == [v.shape for v in model_b.variables]
+    return max(float(np.max(np.abs(a.numpy() - b.numpy())))
+               for a, b in zip(model_a.variables, model_b.variables))
+
+
+# Real MNIST, shuffle_buffer=1: 2 processes × batch 8 against 1 process × batch 16.
+
+@pytest.fixture(scope="module")
+def equivalence(tmp_path_factory, mnist_data_dir):
+    root = tmp_path_factory.mktemp("equivalence")
+    (root / "records").mkdir()
+    common = [*TINY_MNIST, "--shuffle_buffer=1", "--seed=0", "--train_steps=5",
+              "--warmup_steps=2", "--log_every_steps=1", "--checkpoint_every_steps=5",
+              "--eval_every_steps=1000"]
+    # The 2-process run gets a data_dir that is not prepared yet: rank 0 has to prepare it.
+    two = horovodrun("train.py", *common, f"--workdir={root / 'two'}",
+                     f"--data_dir={root / 'unprepared_tfds'}", "--per_replica_batch_size=8",
+                     "--init_batch_size=16", probes={"GLOW_TEST_RECORD_DIR": str(root / "records")})
+    one_process = [*common, f"--data_dir={mnist_data_dir}"]
+    one = run_script("train.py", *one_process, f"--workdir={root / 'one'}",
+                     "--per_replica_batch_size=16", "--init_batch_size=32")
+    # Controls that must differ: another seed; and one process with batch 8, the data of one rank
+    # alone (what 2 processes would train on if gradients or ActNorm moments were not averaged).
+    run_script("train.py", *one_process, f"--workdir={root / 'other_seed'}", "--seed=1",
+               "--per_replica_batch_size=16", "--init_batch_size=32")
+    run_script("train.py", *one_process, f"--workdir={root / 'half_batch'}",
+               "--per_replica_batch_size=8", "--init_batch_size=16")
+    return types.SimpleNamespace(root=root, two=two, one=one, records=records(root / "records"))
+
+
+def test_two_processes_train_as_one_process_with_twice_the_batch(equivalence):
+    root = equivalence.root
+    difference = max_weight_difference(root / "two", root / "one")
+    assert difference < WEIGHT_TOLERANCE, difference
+    for control in ("other_seed", "half_batch"):
+        control_difference = max_weight_difference(root / control, root / "one")
+        assert control_difference > CONTROL_MINIMUM, (control, control_difference)
+    two, one = progress(equivalence.two.stdout), progress(equivalence.one.stdout)
+    assert sorted(two) == sorted(one) == [1, 2, 3, 4, 5]
+    for step in one:  # the mean train bits/dim of each step's global batch, printed to 4 places
+        assert abs(two[step][0] - one[step][0]) <= 1.5e-4, (step, two[step], one[step])
+    assert "2 process(es), global batch 16" in equivalence.two.stdout
+
+
+def test_rank_0_alone_prepares_an_unprepared_dataset(equivalence):
+    rank0, rank1 = equivalence.records
+    assert len(rank0["prepare_calls"]) == 1
+    # data.py calls download_and_prepare whenever the data_dir is not prepared, so rank 1 found
+    # it prepared: it waited for rank 0 at the barrier.
+    assert rank1["prepare_calls"] == []
+    assert (equivalence.root / "unprepared_tfds" / "mnist").is_dir()
+
+
+def test_ranks_agree_on_real_data_too(equivalence):
+    rank0, rank1 = equivalence.records
+    assert rank0["digests"] == rank1["digests"]
+    assert rank0["digests"]["start"] != rank0["digests"]["end"]
+
+
+def test_evaluate_under_horovodrun_reports_the_single_process_bits_per_dim(equivalence,
+                                                                           mnist_data_dir):
+    run = equivalence.root / "one"
+    common = [f"--workdir={run}", f"--data_dir={mnist_data_dir}", "--batch_size=500"]
+    run_script("evaluate.py", *common, f"--output={run / 'one.json'}")
+    horovodrun("evaluate.py", *common, f"--output={run / 'two.json'}")
+    one = json.loads((run / "one.json").read_text())
+    two = json.loads((run / "two.json").read_text())
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["num_images"] == two["num_images"] == 10000
+    # The per-image bits/dim are the same numbers; only the order of the float64 sums differs.
+    assert two["bits_per_dim"] == pytest.approx(one["bits_per_dim"], rel=1e-9, abs=0)
+    assert two["standard_error"] == pytest.approx(one["standard_error"], rel=1e-9, abs=0)
+
+
+# A folder of images whose pixels name their index, so each rank's record says what it drew. A run
+# in which rank 1 dies before step 5, then the same job resumed to step 6.
+
+FOLDER_RUN = ["--preset=mnist", "--steps_per_level=1", "--hidden_width=8",
+              "--per_replica_batch_size=4", "--init_batch_size=8", "--shuffle_buffer=16",
+              "--warmup_steps=1", "--log_every_steps=1", "--checkpoint_every_steps=3",
+              "--eval_every_steps=3", "--eval_max_batches=1", "--eval_batch_size=16",
+              "--train_steps=6", "--scale_lr_by_workers"]
+
+
+@pytest.fixture(scope="module")
+def folder_runs(tmp_path_factory):
+    """Both runs with rank 1 writing to a workdir of its own: the first, in which rank 1 dies
+    just before step 5 (so after the checkpoint and evaluation of step 3), and its resumption."""
+    root = tmp_path_factory.mktemp("folder_runs")
+    write_indexed_images(str(root / "images"), 96)
+    runs = {}
+    for name, probes in (("crashed", {"GLOW_TEST_EXIT_AT_STEP": "1:5"}), ("resumed", {})):
+        (root / name).mkdir()
+        probes.update(GLOW_TEST_RECORD_DIR=str(root / name), GLOW_TEST_OWN_WORKDIR="1")
+        result = horovodrun("train.py", *FOLDER_RUN, f"--dataset=folder:{root / 'images'}",
+                            f"--workdir={root / 'run'}", probes=probes,
+                            expect_ok=name == "resumed")
+        runs[name] = types.SimpleNamespace(result=result, ended=time.time(),
+                                           records=records(root / name))
+    return types.SimpleNamespace(run=root / "run", **runs)
+
+
+def test_a_rank_that_dies_ends_the_job_and_the_last_checkpoint_loads(folder_runs):
+    crashed = folder_runs.crashed
+    output = crashed.result.stdout + crashed.result.stderr
+    assert crashed.result.returncode != 0
+    assert "Exit code: 3" in output, output[-3000:]
+    # horovodrun terminates the other ranks at once (SIGTERM, SIGKILL 5 s later); rank 0's
+    # pending allreduce fails as soon as its peer's connection drops.
+    seconds = crashed.ended - crashed.records[1]["died_at"]
+    assert seconds < 60, seconds
+    assert "step 3" in crashed.records[0]["digests"]  # the checkpoint the resumed run reads
+    # Neither rank completed step 5: rank 0 cannot without rank 1.
+    assert [len(r["examples"]) for r in crashed.records] == [4, 4]
+
+
+def test_ranks_hold_identical_weights_and_draw_disjoint_examples(folder_runs):
+    (crashed0, crashed1), (rank0, rank1) = folder_runs.crashed.records, folder_runs.resumed.records
+    # Bit for bit: after init, at the checkpoint of step 3, after the resume (the broadcast of
+    # what rank 0 restored), at step 6 and at the end.
+    assert crashed0["digests"] == crashed1["digests"]
+    assert set(crashed0["digests"]) == {"start", "step 3"}
+    assert rank0["digests"] == rank1["digests"]
+    assert set(rank0["digests"]) == {"start", "step 6", "end"}
+    assert rank0["digests"]["step 6"] != rank0["digests"]["start"]
+    for ranks in ((crashed0, crashed1), (rank0, rank1)):
+        drawn = [sorted(i for batch in record["examples"] for i in batch) for record in ranks]
+        for rank, indices in enumerate(drawn):
+            assert all(index % 2 == rank for index in indices), (rank, indices)
+            assert len(indices) == len(set(indices)) == 4 * len(ranks[0]["examples"])
+        assert not set(drawn[0]) & set(drawn[1])
+    assert [len(r["examples"]) for r in (rank0, rank1)] == [3, 3]
+
+
+def test_resume_under_horovodrun_continues_the_run(folder_runs):
+    crashed, resumed = folder_runs.crashed, folder_runs.resumed
+    assert re.search(r"resumed from \S+ckpt-3 at step 3", resumed.result.stdout)
+    assert "finished at step 6" in resumed.result.stdout
+    assert sorted(progress(resumed.result.stdout)) == [4, 5, 6]
+    # Rank 0 restored the checkpoint of step 3 and rank 1 received it by broadcast: both hold
+    # exactly the state (model, optimizer, step) the crashed run saved.
+    assert resumed.records[0]["digests"]["start"] == crashed.records[0]["digests"]["step 3"]
+    _, step, _ = workdir.load_trained_model(str(folder_runs.run))
+    assert step == 6
+
+
+def test_only_rank_0_writes(folder_runs):
+    run = folder_runs.run
+    # Rank 1 was given the workdir <run>.rank1: whatever it wrote (checkpoint, config.json,
+    # summaries, sample images) would be there.
+    rank1_workdir = run.parent / "run.rank1"
+    assert not rank1_workdir.exists() or not any(rank1_workdir.iterdir())
+    assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "summaries"]
+    assert sorted(os.listdir(run / "checkpoints")) == [
+        "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index",
+        "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
+    # One event file per run, named by rank 0's pid; the resumed run's has the sample images of
+    # its evaluation at step 6.
+    pids = {str(job.records[0]["pid"]) for job in (folder_runs.crashed, folder_runs.resumed)}
+    events = os.listdir(run / "summaries")
+    assert len(events) == 2 and {name.split(".")[-3] for name in events} == pids
+    assert any("samples/" in (run / "summaries" / name).read_bytes().decode("latin-1")
+               for name in events)
+
+
+class FourReplicas(Replicas):
+    size = 4
+
+
+def test_learning_rate_scales_with_workers_only_when_asked(folder_runs, equivalence):
+    for scale, peak in ((False, 1e-3), (True, 4e-3)):
+        config = training.TrainConfig(workdir="unused", learning_rate=1e-3, warmup_steps=1,
+                                      scale_lr_by_workers=scale)
+        _, schedule = training.make_optimizer(config, FourReplicas())
+        assert float(schedule(0)) == pytest.approx(peak)
+    # The flag reaches the optimizer: 2 processes, past the warm-up, with and without it.
+    assert {lr for _, lr in progress(folder_runs.resumed.result.stdout).values()} == {2e-3}
+    assert {lr for _, lr in progress(equivalence.two.stdout).values()} == {1e-3}
