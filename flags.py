@@ -31,7 +31,7 @@ def _import_tensorflow_quietly():
 
 
 _import_tensorflow_quietly()
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from glow_nxn import config as model_configs  # noqa: E402
 from glow_nxn.errors import UserError, as_user_error  # noqa: E402
@@ -136,6 +136,8 @@ def run(main):
     script = os.path.basename(sys.argv[0])
 
     def guarded(argv):
+        # tensorflow-datasets logs every dataset it opens at INFO; the scripts print their own.
+        logging.set_verbosity(logging.WARNING)
         try:
             if len(argv) > 1:
                 raise UserError(f"unexpected arguments {argv[1:]}; every option is a --flag")
