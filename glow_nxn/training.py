@@ -21,7 +21,6 @@ and so is the mean of their gradients; the ActNorm moments are means of equal-si
 means. Only float32 rounding (summation order) differs; tests/test_horovod.py checks it.
 """
 import dataclasses
-import math
 import os
 import time
 

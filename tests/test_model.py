@@ -4,7 +4,6 @@ import pytest
 import tensorflow as tf
 
 import flow_checks
-from glow_nxn import objectives
 from glow_nxn.config import PRESETS, ModelConfig, preset
 from glow_nxn.layers import MIXINGS, ActNorm
 from glow_nxn.model import Glow
