@@ -24,20 +24,15 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if not FLAGS.workdir:
-        raise project_flags.UserError("--workdir is required: the folder train.py wrote")
+    project_flags.require_workdir()
     if FLAGS.num_dequant_samples < 1:
         raise project_flags.UserError("--num_dequant_samples must be at least 1")
     replicas = distributed.connect()
     model, step, path = workdir.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
     options = project_flags.data_options(workdir.load_run_settings(FLAGS.workdir))
     with as_user_error():
-        if replicas.is_chief:
-            data.prepare(options["dataset"], data_dir=options["data_dir"],
-                         manual_dir=options["manual_dir"])
-        # Horovod: the other processes wait until rank 0 has prepared the dataset, so that
-        # they do not all write the same data_dir.
-        replicas.barrier()
+        data.prepare_once(options["dataset"], replicas, data_dir=options["data_dir"],
+                          manual_dir=options["manual_dir"])
         test = data.eval_dataset(
             options["dataset"], image_shape=model.config.image_shape,
             batch_size=FLAGS.batch_size, data_dir=options["data_dir"],

@@ -111,6 +111,12 @@ def define_restore_flags():
                         "(default: the newest)")
 
 
+def require_workdir():
+    """UserError unless --workdir was given (evaluate.py and sample.py read a training run)."""
+    if not FLAGS.workdir:
+        raise UserError("--workdir is required: the folder train.py wrote")
+
+
 def model_config():
     """The ModelConfig of --preset with the override flags applied."""
     overrides = {name: getattr(FLAGS, name) for name in (

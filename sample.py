@@ -25,8 +25,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if not FLAGS.workdir:
-        raise project_flags.UserError("--workdir is required: the folder train.py wrote")
+    project_flags.require_workdir()
     try:
         temperatures = [float(t) for t in FLAGS.temperatures]
     except ValueError as error:

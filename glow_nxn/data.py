@@ -118,6 +118,20 @@ def prepare(name, *, data_dir=None, manual_dir=None):
         _prepared_builder(name, data_dir, manual_dir)
 
 
+def prepare_once(name, replicas, *, data_dir=None, manual_dir=None):
+    """With several processes, rank 0 prepares the dataset while the others wait.
+
+    ``replicas`` is a :class:`glow_nxn.distributed.Replicas`. Without the wait, every process
+    would find the dataset unprepared and write the same ``data_dir`` at once. A single process
+    does nothing here: it prepares the dataset when it first reads it.
+    """
+    if replicas.size == 1:
+        return
+    if replicas.is_chief:
+        prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+    replicas.barrier()
+
+
 def num_examples(name, split, *, data_dir=None, manual_dir=None):
     """The number of examples in ``split`` (``"train"`` or ``"test"``) of the dataset ``name``."""
     _check_split(split)

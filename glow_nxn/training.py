@@ -201,7 +201,9 @@ class Trainer:
     def fit(self):
         """Train until ``train_steps`` or ``max_train_seconds``; returns a summary dict."""
         config, replicas = self.config, self.replicas
-        self._prepare_dataset()
+        with as_user_error():
+            data.prepare_once(config.dataset, replicas, data_dir=config.data_dir,
+                              manual_dir=config.manual_dir)
         start_step = self.restore_or_initialise(self._init_batch)
         train_data, test_data = self._datasets()
         if replicas.is_chief:
@@ -297,19 +299,6 @@ class Trainer:
         return dict(image_shape=self.model_config.image_shape, data_dir=config.data_dir,
                     manual_dir=config.manual_dir, shard_index=replicas.rank,
                     num_shards=replicas.size)
-
-    def _prepare_dataset(self):
-        """With several replicas, rank 0 prepares the dataset into ``data_dir`` (if it is not
-        there yet) while the others wait, so that they do not all write the same directory; they
-        then find it prepared. (One process prepares it when it first reads it.)"""
-        if self.replicas.size == 1:
-            return
-        if self.replicas.is_chief:
-            with as_user_error():
-                data.prepare(self.config.dataset, data_dir=self.config.data_dir,
-                             manual_dir=self.config.manual_dir)
-        # Horovod: the other replicas wait here until rank 0 has prepared the dataset.
-        self.replicas.barrier()
 
     def _init_batch(self):
         """This replica's slice of the global init batch (``init_batch_size`` per replica)."""
