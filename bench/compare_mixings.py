@@ -1,12 +1,14 @@
 """Train the mnist preset once per mixing layer on the same data and budget; tabulate test bits/dim.
 
-    python bench/compare_mixings.py --root=runs/compare --train_steps=600 --warmup_steps=100
+    python bench/compare_mixings.py --root=runs/compare --train_steps=600 --warmup_steps=100 \
+        --seeds=0,1
 
-For each mixing it runs, in fresh processes, ``train.py --preset=mnist --mixing=M`` (same seed,
-same data order, same number of images) and ``evaluate.py`` on all 10,000 MNIST test images, then
-prints a markdown table and writes it to ``--output``. A mixing whose evaluation is already in
-its workdir is not retrained (delete the folder to redo it). The numbers are a fixed-budget
-comparison on a CPU, not converged results.
+For each mixing and seed it runs, in fresh processes, ``train.py --preset=mnist --mixing=M
+--seed=S`` (for a given seed, every mixing sees the same data order and number of images) and
+``evaluate.py`` on all 10,000 MNIST test images, then prints a markdown table and writes it to
+``--output``. A run whose evaluation is already in its workdir (``<root>/<mixing>-seed<S>``) is
+not retrained (delete the folder to redo it). The numbers are a fixed-budget comparison on a
+CPU, not converged results.
 """
 import argparse
 import datetime
@@ -35,6 +37,25 @@ def parameter_count(workdir):
     return Glow(load_model_config(workdir)).count_params()
 
 
+def train_and_evaluate(workdir, mixing, seed, args):
+    """Train and evaluate one (mixing, seed) unless its eval.json exists; → (seconds, result)."""
+    result_path = os.path.join(workdir, "eval.json")
+    timing_path = os.path.join(workdir, "train_seconds.json")
+    if not os.path.exists(result_path):
+        started = time.time()
+        run(["train.py", "--preset=mnist", f"--mixing={mixing}", f"--workdir={workdir}",
+             f"--train_steps={args.train_steps}", f"--warmup_steps={args.warmup_steps}",
+             f"--per_replica_batch_size={args.batch_size}", f"--seed={seed}",
+             "--eval_every_steps=1000000", "--log_every_steps=100"])
+        with open(timing_path, "w") as handle:
+            json.dump({"seconds": time.time() - started}, handle)
+        run(["evaluate.py", f"--workdir={workdir}"])
+    with open(result_path) as handle:
+        result = json.load(handle)
+    with open(timing_path) as handle:
+        return json.load(handle)["seconds"], result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/compare")
@@ -42,44 +63,38 @@ def main():
     parser.add_argument("--warmup_steps", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--mixings", default=",".join(MIXINGS))
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds: each "
+                        "seed sets the initial weights, the data order and the noise")
     parser.add_argument("--output", default=os.path.join(REPO, "docs", "MIXING_MNIST.md"))
     args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     rows = []
     for mixing in args.mixings.split(","):
-        workdir = os.path.join(args.root, mixing)
-        result_path = os.path.join(workdir, "eval.json")
-        timing_path = os.path.join(workdir, "train_seconds.json")
-        if not os.path.exists(result_path):
-            started = time.time()
-            run(["train.py", "--preset=mnist", f"--mixing={mixing}", f"--workdir={workdir}",
-                 f"--train_steps={args.train_steps}", f"--warmup_steps={args.warmup_steps}",
-                 f"--per_replica_batch_size={args.batch_size}", "--seed=0",
-                 "--eval_every_steps=1000000", "--log_every_steps=100"])
-            with open(timing_path, "w") as handle:
-                json.dump({"seconds": time.time() - started}, handle)
-            run(["evaluate.py", f"--workdir={workdir}"])
-        with open(result_path) as handle:
-            result = json.load(handle)
-        with open(timing_path) as handle:
-            seconds = json.load(handle)["seconds"]
-        rows.append((mixing, parameter_count(workdir), seconds, result))
+        runs = [train_and_evaluate(os.path.join(args.root, f"{mixing}-seed{seed}"), mixing, seed,
+                                   args) for seed in seeds]
+        params = parameter_count(os.path.join(args.root, f"{mixing}-seed{seeds[0]}"))
+        rows.append((mixing, params, runs))
 
     images = args.train_steps * args.batch_size
+    seed_columns = " | ".join(f"seed {seed}" for seed in seeds)
     lines = [
-        f"Each row: `python train.py --preset=mnist --mixing=M --train_steps={args.train_steps} "
+        f"Each cell: `python train.py --preset=mnist --mixing=M --train_steps={args.train_steps} "
         f"--warmup_steps={args.warmup_steps} --per_replica_batch_size={args.batch_size} "
-        f"--seed=0` then `python evaluate.py` (all 10,000 test images), {images:,} training "
-        f"images each, run by `python bench/compare_mixings.py --train_steps={args.train_steps} "
-        f"--warmup_steps={args.warmup_steps}` on "
-        f"{datetime.date.today()} on a 2-core CPU (wall time includes start-up and the "
-        f"data-dependent init, and depends on what else ran on the machine).",
+        f"--seed=S` then `python evaluate.py`: test bits/dim ± standard error over all 10,000 "
+        f"test images, after {images:,} training images. Run by `python bench/compare_mixings.py "
+        f"--train_steps={args.train_steps} --warmup_steps={args.warmup_steps} "
+        f"--seeds={args.seeds}`, finished {datetime.date.today()} on a 2-core CPU. Train wall "
+        f"time (mean over seeds) includes start-up and the data-dependent init, and depends on "
+        f"what else ran on the machine.",
         "",
-        "| mixing | parameters | train wall time (s) | test bits/dim | ± s.e. |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"| mixing | parameters | train wall time (s) | {seed_columns} |",
+        "| --- | ---: | ---: |" + " ---: |" * len(seeds),
     ]
-    for mixing, params, seconds, result in rows:
-        lines.append(f"| {mixing} | {params:,} | {seconds:.0f} | {result['bits_per_dim']:.4f} | "
-                     f"{result['standard_error']:.4f} |")
+    for mixing, params, runs in rows:
+        seconds = sum(run_seconds for run_seconds, _ in runs) / len(runs)
+        cells = " | ".join(f"{result['bits_per_dim']:.4f} ± {result['standard_error']:.4f}"
+                           for _, result in runs)
+        lines.append(f"| {mixing} | {params:,} | {seconds:.0f} | {cells} |")
     table = "\n".join(lines)
     print(table)
     with open(args.output, "w") as handle:
