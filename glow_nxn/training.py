@@ -30,6 +30,7 @@ from glow_nxn import data, evaluation, images, objectives, workdir
 from glow_nxn.distributed import Replicas
 from glow_nxn.errors import UserError, as_user_error
 from glow_nxn.keras import keras
+from glow_nxn.layers import NOT_XLA_COMPILABLE
 from glow_nxn.model import Glow
 
 OPTIMIZERS = ("adam", "adamax")
@@ -117,6 +118,9 @@ class Trainer:
         self.replicas = replicas or Replicas()
         self.log = log if self.replicas.is_chief else (lambda *args: None)
         keras.utils.set_random_seed(config.seed)
+        if config.jit_compile and model_config.mixing in NOT_XLA_COMPILABLE:
+            raise UserError(f"--jit_compile cannot compile --mixing={model_config.mixing} "
+                            f"({NOT_XLA_COMPILABLE[model_config.mixing]}); drop --jit_compile")
         self._check_workdir()
         self.model = Glow(model_config)
         self.optimizer, self.schedule = make_optimizer(config, self.replicas)

@@ -109,6 +109,23 @@ def test_periodic_equals_a_direct_circular_convolution(shape, kernel_size):
     np.testing.assert_allclose(y.numpy(), circular_conv(x, layer.kernel).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 8, 6, 5), (1, 5, 7, 4)])
+def test_periodic_logdet_is_the_sum_of_log_det_over_all_frequencies(shape):
+    """Against numpy's full 2-D FFT of the wrapped kernel and complex ``slogdet`` at each of the
+    H·W frequencies (the layer sums half the spectrum with multiplicities, on real 2C×2C forms)."""
+    layer, x = built(PeriodicConv(seed=4), shape)
+    kernel = layer.kernel.numpy().astype(np.float64)
+    _, height, width, channels = shape
+    r = kernel.shape[0] // 2
+    wrapped = np.zeros([height, width, channels, channels])
+    for a in range(-r, r + 1):
+        for e in range(-r, r + 1):
+            wrapped[-a % height, -e % width] += kernel[a + r, e + r]
+    transfer = np.fft.fft2(wrapped, axes=(0, 1))
+    expected = np.sum(np.linalg.slogdet(transfer)[1])
+    np.testing.assert_allclose(layer.forward(x)[1].numpy(), [expected], rtol=1e-5)
+
+
 def test_emerging_kernels_have_the_autoregressive_masks():
     """For n = 3 the first kernel lives on the top-left 2×2 quadrant with a channel-upper-
     triangular centre (input c ≤ output o), the second is its 180° rotation, and the forward

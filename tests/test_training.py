@@ -225,6 +225,8 @@ BAD_INPUTS = {
     "unknown mixing": (["train.py", "--preset=mnist", "--mixing=conv3x3", "--workdir={tmp}"],
                        "valid: "),
     "no workdir": (["train.py", "--preset=mnist"], "--workdir is required"),
+    "periodic under XLA": (["train.py", "--preset=mnist", "--mixing=periodic", "--jit_compile",
+                            "--workdir={tmp}"], "drop --jit_compile"),
 }
 
 
