@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -77,23 +78,29 @@ def main():
 
     images = args.train_steps * args.batch_size
     seed_columns = " | ".join(f"seed {seed}" for seed in seeds)
+    if len(seeds) > 1:
+        seed_columns += " | median (min–max)"
     lines = [
         f"Each cell: `python train.py --preset=mnist --mixing=M --train_steps={args.train_steps} "
         f"--warmup_steps={args.warmup_steps} --per_replica_batch_size={args.batch_size} "
         f"--seed=S` then `python evaluate.py`: test bits/dim ± standard error over all 10,000 "
         f"test images, after {images:,} training images. Run by `python bench/compare_mixings.py "
         f"--train_steps={args.train_steps} --warmup_steps={args.warmup_steps} "
-        f"--seeds={args.seeds}`, finished {datetime.date.today()} on a 2-core CPU. Train wall "
-        f"time (mean over seeds) includes start-up and the data-dependent init, and depends on "
+        f"--seeds={args.seeds}`, finished {datetime.date.today()} on a 2-core CPU. The median "
+        f"over seeds is robust to one loss spike. Train wall time (mean over seeds) includes start-up and the data-dependent init, and depends on "
         f"what else ran on the machine.",
         "",
         f"| mixing | parameters | train wall time (s) | {seed_columns} |",
-        "| --- | ---: | ---: |" + " ---: |" * len(seeds),
+        "| --- | ---: | ---: |" + " ---: |" * (len(seeds) + (len(seeds) > 1)),
     ]
     for mixing, params, runs in rows:
         seconds = sum(run_seconds for run_seconds, _ in runs) / len(runs)
         cells = " | ".join(f"{result['bits_per_dim']:.4f} ± {result['standard_error']:.4f}"
                            for _, result in runs)
+        if len(runs) > 1:
+            values = [result["bits_per_dim"] for _, result in runs]
+            cells += (f" | **{statistics.median(values):.3f}** "
+                      f"({min(values):.3f}–{max(values):.3f})")
         lines.append(f"| {mixing} | {params:,} | {seconds:.0f} | {cells} |")
     table = "\n".join(lines)
     print(table)
