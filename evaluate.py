@@ -25,8 +25,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     project_flags.require_workdir()
-    if FLAGS.num_dequant_samples < 1:
-        raise project_flags.UserError("--num_dequant_samples must be at least 1")
     replicas = distributed.connect()
     model, step, path = workdir.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
     options = project_flags.data_options(workdir.load_run_settings(FLAGS.workdir))
@@ -38,8 +36,8 @@ def main(argv):
             batch_size=FLAGS.batch_size, data_dir=options["data_dir"],
             manual_dir=options["manual_dir"], shard_index=replicas.rank,
             num_shards=replicas.size)
-    result = evaluation.evaluate(model, test, seed=FLAGS.seed, replicas=replicas,
-                                 num_dequant_samples=FLAGS.num_dequant_samples)
+        result = evaluation.evaluate(model, test, seed=FLAGS.seed, replicas=replicas,
+                                     num_dequant_samples=FLAGS.num_dequant_samples)
     if replicas.is_chief:
         output = FLAGS.output or os.path.join(FLAGS.workdir, "eval.json")
         workdir.write_json_atomically(output, {

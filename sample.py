@@ -10,7 +10,7 @@ import os
 import flags as project_flags
 from absl import flags
 from glow_nxn.errors import as_user_error
-from glow_nxn import data, images, sampling, workdir
+from glow_nxn import data, sampling, workdir
 
 project_flags.define_restore_flags()
 project_flags.define_data_flags(default_dataset=None)
@@ -44,14 +44,9 @@ def main(argv):
                                  batch_size=count, data_dir=options["data_dir"],
                                  manual_dir=options["manual_dir"])
     originals = next(iter(test))["image"]
-    reconstructed, error = sampling.reconstruct(model, originals)
-    pairs = os.path.join(output_dir, "reconstructions.png")
-    images.write_png(pairs, images.grid(images.interleave(originals, reconstructed), columns=2))
-    line = os.path.join(output_dir, "interpolation.png")
-    images.write_png(line, images.grid(
-        sampling.interpolate(model, originals[0], originals[1], FLAGS.interpolation_steps),
-        columns=FLAGS.interpolation_steps))
-    written += [pairs, line]
+    pictures, error = sampling.write_reconstructions(model, originals, FLAGS.interpolation_steps,
+                                                     output_dir)
+    written += pictures
 
     print(f"checkpoint {path} (step {step})")
     print(f"reconstruction: max |x - decode(encode(x))| = {error:.2e} pixel units over "

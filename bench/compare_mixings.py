@@ -23,11 +23,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import glow_nxn  # noqa: E402,F401  (selects tf-keras before TensorFlow is imported)
+from glow_nxn.layers import MIXINGS  # noqa: E402
 from glow_nxn.model import Glow  # noqa: E402
 from glow_nxn.workdir import load_model_config  # noqa: E402
 
-MIXINGS = ("reverse", "shuffle", "conv1x1", "conv1x1_lu", "nxn", "shifted_nxn", "emerging",
-           "periodic")
 
 
 def run(args):

@@ -3,6 +3,7 @@ import dataclasses
 import json
 
 from glow_nxn.layers import COUPLINGS, MIXINGS
+from glow_nxn.objectives import check_n_bits
 
 
 NETWORK_DTYPES = ("float32", "bfloat16")
@@ -47,8 +48,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.n_bits, int) and 1 <= self.n_bits <= 8):
-            raise ValueError(f"n_bits must be an integer in 1..8, got {self.n_bits!r}")
+        check_n_bits(self.n_bits)
         if len(self.image_shape) != 3 or not all(
                 isinstance(d, int) and d >= 1 for d in self.image_shape):
             raise ValueError(f"image_shape must be (H, W, C) of positive integers, "

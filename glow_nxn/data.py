@@ -142,18 +142,6 @@ def num_examples(name, split, *, data_dir=None, manual_dir=None):
     return builder.info.splits[DATASETS[name].splits[split]].num_examples
 
 
-def load_split(name, split, *, image_shape, data_dir=None, manual_dir=None):
-    """The whole ``split`` in its stored order, once.
-
-    Yields ``{"image": uint8 [H, W, C], "index": int64 []}``, ``index`` being the example's
-    position in the split (``0 .. num_examples − 1``).
-    """
-    records, decode = _records(name, split, image_shape, data_dir, manual_dir)
-    return records.enumerate().map(
-        lambda index, record: {"image": decode(record), "index": index},
-        num_parallel_calls=tf.data.AUTOTUNE)
-
-
 def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, shard_index=0,
                   num_shards=1, data_dir=None, manual_dir=None, augment_shift=0,
                   shuffle_buffer=10_000):

@@ -29,6 +29,8 @@ def evaluate(model, dataset, seed, replicas=None, num_dequant_samples=1, max_bat
     replicas, so every replica returns the same :class:`EvalResult`. ``max_batches`` limits each
     replica's batches (a quick estimate during training).
     """
+    if num_dequant_samples < 1:
+        raise ValueError(f"num_dequant_samples must be at least 1, got {num_dequant_samples}")
     replicas = replicas or Replicas()
     shape = model.config.image_shape
 

@@ -28,7 +28,7 @@ _BELOW_HALF = float(np.nextafter(np.float32(0.5), np.float32(0.0)))
 
 def reduce_bits(images, n_bits):
     """``floor(x / 2^(8−n_bits))`` of uint8 ``images`` ``[..., H, W, C]``, as float32."""
-    _check_n_bits(n_bits)
+    check_n_bits(n_bits)
     x = tf.cast(images, tf.float32)
     return tf.floor(x / 2.0 ** (8 - n_bits))
 
@@ -51,7 +51,7 @@ def to_uint8(y, n_bits):
 
     Values outside ``[−0.5, 0.5)``, as a sample may give, are clipped to the nearest cell.
     """
-    _check_n_bits(n_bits)
+    check_n_bits(n_bits)
     bins = 2.0**n_bits
     x_n = tf.clip_by_value(tf.floor((y + 0.5) * bins), 0.0, bins - 1.0)
     return tf.cast(x_n * 2.0 ** (8 - n_bits), tf.uint8)
@@ -70,13 +70,14 @@ def bits_per_dim(log_prob, num_dims, n_bits):
     arithmetic is float64 (``D·n·ln 2`` is in the thousands, where float32 keeps ~4 digits after
     the point).
     """
-    _check_n_bits(n_bits)
+    check_n_bits(n_bits)
     d = float(num_dims)
     log_prob = tf.convert_to_tensor(log_prob)
     bits = (-tf.cast(log_prob, tf.float64) + d * n_bits * math.log(2.0)) / (d * math.log(2.0))
     return tf.cast(bits, log_prob.dtype)
 
 
-def _check_n_bits(n_bits):
+def check_n_bits(n_bits):
+    """ValueError unless ``n_bits`` is an integer in 1..8 (bits per colour channel)."""
     if not (isinstance(n_bits, int) and 1 <= n_bits <= 8):
         raise ValueError(f"n_bits must be an integer in 1..8, got {n_bits!r}")

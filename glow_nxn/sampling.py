@@ -8,6 +8,12 @@ from glow_nxn import images, objectives
 GLOW_TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
 
 
+def sample_grid(model, num_samples, temperature, seed):
+    """``num_samples`` samples at ``temperature`` as one uint8 ``[rows·H, columns·W, C]`` grid."""
+    samples = model.sample(num_samples, temperature=temperature, seed=seed)
+    return images.grid(objectives.to_uint8(samples, model.config.n_bits))
+
+
 def sample_grids(model, temperatures, num_samples, seed, output_dir):
     """One PNG grid of ``num_samples`` samples per temperature; returns the paths written.
 
@@ -16,9 +22,8 @@ def sample_grids(model, temperatures, num_samples, seed, output_dir):
     """
     paths = []
     for temperature in temperatures:
-        samples = model.sample(num_samples, temperature=temperature, seed=seed)
         path = os.path.join(output_dir, f"samples_t{temperature:.2f}.png")
-        images.write_png(path, images.grid(objectives.to_uint8(samples, model.config.n_bits)))
+        images.write_png(path, sample_grid(model, num_samples, temperature, seed))
         paths.append(path)
     return paths
 
@@ -52,3 +57,18 @@ def interpolate(model, image_a, image_b, steps):
         w = tf.reshape(weights, [steps] + [1] * (len(z.shape) - 1))
         mixed.append((1.0 - w) * z[0:1] + w * z[1:2])
     return objectives.to_uint8(model.decode(mixed), model.config.n_bits)
+
+
+def write_reconstructions(model, originals, interpolation_steps, output_dir):
+    """``reconstructions.png`` (each of the uint8 ``[B, H, W, C]`` ``originals`` beside its
+    reconstruction) and ``interpolation.png`` (``interpolation_steps`` images from the first
+    original to the second); returns ``(paths written, reconstruction error in pixel units)``.
+    """
+    reconstructed, error = reconstruct(model, originals)
+    pairs = os.path.join(output_dir, "reconstructions.png")
+    images.write_png(pairs, images.grid(images.interleave(originals, reconstructed), columns=2))
+    line = os.path.join(output_dir, "interpolation.png")
+    images.write_png(line, images.grid(
+        interpolate(model, originals[0], originals[1], interpolation_steps),
+        columns=interpolation_steps))
+    return [pairs, line], error

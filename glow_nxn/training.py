@@ -26,7 +26,7 @@ import time
 
 import tensorflow as tf
 
-from glow_nxn import data, evaluation, images, objectives, workdir
+from glow_nxn import data, evaluation, objectives, sampling, workdir
 from glow_nxn.distributed import Replicas
 from glow_nxn.errors import UserError, as_user_error
 from glow_nxn.keras import keras
@@ -292,9 +292,8 @@ class Trainer:
                  f"± {result.standard_error:.4f} ({result.num_images} images)")
         tf.summary.scalar("test/bits_per_dim", result.bits_per_dim, step=step)
         if self.replicas.is_chief:
-            samples = self.model.sample(self.config.num_samples, self.config.sample_temperature,
-                                        seed=self.config.seed)
-            picture = images.grid(objectives.to_uint8(samples, self.model_config.n_bits))
+            picture = sampling.sample_grid(self.model, self.config.num_samples,
+                                           self.config.sample_temperature, self.config.seed)
             tf.summary.image(f"samples/temperature_{self.config.sample_temperature}",
                              picture[tf.newaxis], step=step)
 

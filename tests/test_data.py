@@ -19,7 +19,8 @@ MNIST_SHAPE = (28, 28, 1)
 
 def split_images(name, split, image_shape, **kwargs):
     """All images of a split, uint8 ``[N, H, W, C]`` in index order."""
-    examples = list(data.load_split(name, split, image_shape=image_shape, **kwargs))
+    examples = list(data.eval_dataset(name, split=split, image_shape=image_shape, batch_size=1,
+                                      **kwargs).unbatch())
     assert [int(e["index"]) for e in examples] == list(range(len(examples)))
     return np.stack([e["image"].numpy() for e in examples])
 

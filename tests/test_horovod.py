@@ -27,7 +27,7 @@ import pytest
 from glow_nxn import training, workdir
 from glow_nxn.distributed import Replicas
 from horovod_worker import write_indexed_images
-from test_training import REPO, TINY_MNIST, run_script
+from test_training import REPO, TINY_MNIST, run_script, script_env
 
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 WORKER = os.path.join(REPO, "tests", "horovod_worker.py")
@@ -45,10 +45,7 @@ def horovodrun(script, *args, probes=None, expect_ok=True):
     """``horovodrun -np 2 --gloo python tests/horovod_worker.py script args``; CompletedProcess.
 
     Its stdout holds each rank's lines prefixed ``[rank]<stdout>:``."""
-    env = dict(os.environ)
-    for name in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "TF_CPP_MIN_LOG_LEVEL"):
-        env.pop(name, None)
-    env.update(probes or {})
+    env = {**script_env(), **(probes or {})}
     result = subprocess.run([HOROVODRUN, "-np", "2", "--gloo", sys.executable, WORKER, script,
                              *args], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=900)

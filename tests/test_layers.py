@@ -52,10 +52,7 @@ def test_layer_contract(name, check):
 
 def test_checks_catch_a_wrong_logdet():
     """The helper itself can fail: a layer whose log-det is off by 1% is caught."""
-    layer = InvertibleShift()
-    x = tf.random.stateless_normal(SHAPE, seed=[1, 2])
-    layer.forward(x)
-    flow_checks.perturb(layer.variables)
+    layer, x = perturbed_layer("invertible_shift")
 
     def wrong(t):
         y, logdet = layer.forward(t)
@@ -66,10 +63,7 @@ def test_checks_catch_a_wrong_logdet():
 
 
 def test_checks_catch_a_wrong_inverse():
-    layer = InvertibleShift()
-    x = tf.random.stateless_normal(SHAPE, seed=[1, 2])
-    layer.forward(x)
-    flow_checks.perturb(layer.variables)
+    layer, x = perturbed_layer("invertible_shift")
     with pytest.raises(AssertionError, match="round-trip"):
         flow_checks.check_round_trip(layer.forward, lambda y: (y, -layer.forward(y)[1]), x)
 

@@ -71,8 +71,6 @@ def test_shifted_rolls_each_channel_by_its_offset():
         dy, dx = offsets(3)[c % 9]
         expected = np.roll(x.numpy()[..., c], shift=(-dy, -dx), axis=(1, 2))
         np.testing.assert_array_equal(y[..., c], expected)
-    sizes = np.bincount([c % 9 for c in range(12)])
-    assert sizes.max() - sizes.min() <= 1
 
 
 @pytest.mark.parametrize("channels", [4, 12, 48])
@@ -168,12 +166,8 @@ def test_causal_conv_is_triangular_in_raster_channel_order():
 ])
 def test_variants_pass_the_three_checks(name, layer, shape):
     """Variants that MIXINGS does not register: other kernel sizes, odd and tiny images."""
-    flow_checks.check_all(*_directions(built(layer(), shape)))
-
-
-def _directions(layer_and_x):
-    layer, x = layer_and_x
-    return layer.forward, layer.inverse, x
+    layer, x = built(layer(), shape)
+    flow_checks.check_all(layer.forward, layer.inverse, x)
 
 
 @pytest.mark.parametrize("name", ["shifted_nxn", "emerging", "periodic"])

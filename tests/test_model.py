@@ -149,7 +149,7 @@ def test_presets_are_the_papers_setups():
 
 
 def test_config_json_round_trip():
-    config = preset("mnist", mixing="emerging" if "emerging" in MIXINGS else "conv1x1")
+    config = preset("mnist", mixing="emerging")
     assert ModelConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="unknown model config fields"):
         ModelConfig.from_json('{"levels": 1, "bogus": 2}')

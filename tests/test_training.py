@@ -25,13 +25,19 @@ def tiny_train_config(workdir_path, **overrides):
     return training.TrainConfig(**settings)
 
 
-def run_script(script, *args, expect_ok=True):
-    """Run one of the repository's scripts in a fresh Python; returns the CompletedProcess."""
+def script_env():
+    """This environment for a child process, minus what would mislead it: launcher ranks (it
+    would think horovodrun started it) and TF_CPP_MIN_LOG_LEVEL (the scripts set their own)."""
     env = dict(os.environ)
     for name in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "TF_CPP_MIN_LOG_LEVEL"):
         env.pop(name, None)
+    return env
+
+
+def run_script(script, *args, expect_ok=True):
+    """Run one of the repository's scripts in a fresh Python; returns the CompletedProcess."""
     result = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=600)
+                            env=script_env(), capture_output=True, text=True, timeout=600)
     if expect_ok:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

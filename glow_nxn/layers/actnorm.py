@@ -1,7 +1,8 @@
 """Activation normalisation (Glow, Kingma & Dhariwal 2018, §3.1)."""
 import tensorflow as tf
 
-from glow_nxn.layers.base import Bijector, identity_mean, pending_init_reducer, spatial_size
+from glow_nxn.layers.base import (Bijector, batch_logdet, identity_mean, pending_init_reducer,
+                                  spatial_size)
 
 
 class ActNorm(Bijector):
@@ -50,4 +51,4 @@ class ActNorm(Bijector):
         return x, -self._logdet(y)
 
     def _logdet(self, t):
-        return tf.fill([tf.shape(t)[0]], spatial_size(t) * tf.reduce_sum(self.log_scale))
+        return batch_logdet(t, spatial_size(t) * tf.reduce_sum(self.log_scale))

@@ -6,7 +6,7 @@ through unchanged and conditions the transform, and ``x_a = x[..., C−C_a:]`` w
 """
 import tensorflow as tf
 
-from glow_nxn.layers.base import Bijector
+from glow_nxn.layers.base import Bijector, batch_logdet
 from glow_nxn.layers.nn import CouplingNetwork
 
 
@@ -72,9 +72,9 @@ class AdditiveCoupling(_Coupling):
     def _forward(self, x):
         x_b, x_a = self._halves(x)
         y = tf.concat([x_b, x_a + self.network(x_b)], axis=-1)
-        return y, tf.zeros([tf.shape(x)[0]])
+        return y, batch_logdet(x, 0.0)
 
     def _inverse(self, y):
         x_b, y_a = self._halves(y)
         x = tf.concat([x_b, y_a - self.network(x_b)], axis=-1)
-        return x, tf.zeros([tf.shape(y)[0]])
+        return x, batch_logdet(y, 0.0)

@@ -57,20 +57,6 @@ import tensorflow as tf
 from glow_nxn.layers.base import Bijector, batch_logdet, spatial_size
 
 
-def causal_mask(kernel_size, channels):
-    """The first convolution's ``[n, n, C, C]`` 0/1 mask (HWIO, as ``tf.nn.conv2d`` reads it).
-
-    Ones on the top-left ``(r+1)×(r+1)`` quadrant except the centre; at the centre
-    ``mask[r, r, c, o] = 1`` iff ``c ≤ o``. The second convolution's mask is
-    ``causal_mask(...)[::-1, ::-1, ::-1, ::-1]``.
-    """
-    r = kernel_size // 2
-    mask = np.zeros([kernel_size, kernel_size, channels, channels], dtype=np.float32)
-    mask[:r + 1, :r + 1] = 1.0
-    mask[r, r] = np.triu(np.ones([channels, channels], dtype=np.float32))
-    return mask
-
-
 def _flip_all(t):
     """Reverse ``H``, ``W`` and ``C`` of ``[B, H, W, C]``: the 180° rotation of the ordering."""
     return tf.reverse(t, axis=[1, 2, 3])
@@ -217,8 +203,8 @@ class EmergingConv(Bijector):
 
     def kernels(self):
         """The two masked ``[n, n, C, C]`` HWIO kernels that ``tf.nn.conv2d(..., "SAME")``
-        applies: ``y = conv2d(conv2d(x, k₁), k₂)``; ``k₁`` has the support of
-        :func:`causal_mask`, ``k₂`` of its 180° rotation."""
+        applies: ``y = conv2d(conv2d(x, k₁), k₂)``; ``k₁`` lives on the top-left ``(r+1)×(r+1)``
+        quadrant with centre entries ``[c, o]`` for ``c ≤ o`` only, ``k₂`` on its 180° rotation."""
         r = self.kernel_size // 2
         first, second = self.quadrants()
         pad = [[0, r], [0, r], [0, 0], [0, 0]]
