@@ -3,51 +3,61 @@
     python evaluate.py --workdir=runs/mnist [--checkpoint=ckpt-2000] [--num_dequant_samples=4]
     horovodrun -np 2 python evaluate.py --workdir=runs/mnist     # each process a shard
 
-Prints the mean bits/dim, its standard error and the number of images, and writes them as JSON
-(default: <workdir>/eval.json). The dequantisation noise is a fixed function of --seed and each
-image's index, so the number is the same run after run and for any number of processes.
+Prints the mean bits/dim, its standard error, the spread of the per-image values and the number
+of images, and writes them as JSON (default: <workdir>/eval.json). The weights are the run's
+moving average when it has one (--weights=raw for the trained weights). The dequantisation
+noise is a fixed function of --seed and each image's index, so the number is the same run after
+run and for any number of processes. A model whose bits/dim is not finite is an error (exit 3).
 """
-import os
+from absl import flags
 
 import flags as project_flags
-from absl import flags
-from glow_nxn.errors import as_user_error
-from glow_nxn import data, distributed, evaluation, workdir
+from glow_nxn import data, distributed, evaluation
+from glow_nxn.errors import TrainingDiverged, UserError, as_user_error
+from glow_nxn.run_folder import write_json_atomically
 
 project_flags.define_restore_flags()
-project_flags.define_data_flags(default_dataset=None)
+project_flags.define_data_flags(for_training=False)
 flags.DEFINE_integer("seed", 0, "seed of the dequantisation noise")
 flags.DEFINE_integer("num_dequant_samples", 1, "noise draws averaged per image")
 flags.DEFINE_integer("batch_size", 256, "images per process per batch")
 flags.DEFINE_string("output", None, "JSON result path (default: <workdir>/eval.json)")
+flags.adopt_module_key_flags(project_flags)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    project_flags.require_workdir()
+    folder = project_flags.run_folder()
+    if FLAGS.num_dequant_samples < 1 or FLAGS.batch_size < 1:
+        raise UserError(f"--num_dequant_samples and --batch_size must be at least 1, got "
+                        f"{FLAGS.num_dequant_samples} and {FLAGS.batch_size}")
     replicas = distributed.connect()
-    model, step, path = workdir.load_trained_model(FLAGS.workdir, FLAGS.checkpoint)
-    options = project_flags.data_options(workdir.load_run_settings(FLAGS.workdir))
+    loaded = folder.load_model(FLAGS.checkpoint, FLAGS.weights)
+    data_config = project_flags.restored_data_config(loaded.run_config.data)
     with as_user_error():
-        data.prepare_once(options["dataset"], replicas, data_dir=options["data_dir"],
-                          manual_dir=options["manual_dir"])
-        test = data.eval_dataset(
-            options["dataset"], image_shape=model.config.image_shape,
-            batch_size=FLAGS.batch_size, data_dir=options["data_dir"],
-            manual_dir=options["manual_dir"], shard_index=replicas.rank,
-            num_shards=replicas.size)
-        result = evaluation.evaluate(model, test, seed=FLAGS.seed, replicas=replicas,
-                                     num_dequant_samples=FLAGS.num_dequant_samples)
+        data.prepare_once(data_config, replicas)
+        test = data.evaluation_split(data_config, replicas,
+                                     image_shape=loaded.model.config.image_shape,
+                                     batch_size=FLAGS.batch_size)
+    result = evaluation.evaluate(loaded.model, test, seed=FLAGS.seed, replicas=replicas,
+                                 num_dequant_samples=FLAGS.num_dequant_samples)
+    if not result.finite:
+        raise TrainingDiverged(
+            f"the model scores {result.num_nonfinite} of {result.num_images} test images with "
+            f"non-finite bits/dim (first: image {result.worst[0][0]}); checkpoint "
+            f"{loaded.checkpoint} is broken: evaluate an older one with --checkpoint")
     if replicas.is_chief:
-        output = FLAGS.output or os.path.join(FLAGS.workdir, "eval.json")
-        workdir.write_json_atomically(output, {
-            "bits_per_dim": result.bits_per_dim, "standard_error": result.standard_error,
-            "num_images": result.num_images, "num_dequant_samples": result.num_dequant_samples,
-            "dataset": options["dataset"], "checkpoint": path, "step": step,
-            "processes": replicas.size, "seed": FLAGS.seed})
+        output = FLAGS.output or folder.eval_path
+        write_json_atomically(output, {
+            **result.summary(), "dataset": data_config.dataset, "checkpoint": loaded.checkpoint,
+            "step": loaded.step, "weights": loaded.weights, "processes": replicas.size,
+            "seed": FLAGS.seed})
         print(f"test bits/dim {result.bits_per_dim:.4f} ± {result.standard_error:.4f} (standard "
-              f"error) over {result.num_images} images of {options['dataset']}, checkpoint "
-              f"{path} (step {step}); written to {output}")
+              f"error) over {result.num_images} images of {data_config.dataset}, checkpoint "
+              f"{loaded.checkpoint} (step {loaded.step}, {loaded.weights} weights); per image: "
+              f"median {result.median:.4f}, 99th percentile {result.percentile_99:.4f}, max "
+              f"{result.maximum:.4f} (image {result.worst[0][0]}); written to {output}",
+              flush=True)
 
 
 if __name__ == "__main__":

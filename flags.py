@@ -1,11 +1,14 @@
 """Command-line flags of train.py, evaluate.py and sample.py, and their frozen configs.
 
 Flags live only here: each script defines the groups it needs, and this module turns the parsed
-flags into :class:`glow_nxn.config.ModelConfig` / :class:`glow_nxn.training.TrainConfig`; the
-library never reads a flag. Batch-size flags say whether they are per replica (per process) or
-global. :func:`run` gives every script the same error handling: a user's mistake prints one line
-``<script>: error: <problem and fix>`` and exits 2, with no traceback.
+flags into one :class:`glow_nxn.config.RunConfig` (model, data, train); the library never reads a
+flag. Choices are enums built from the config's names, so ``--help`` lists them. Batch-size flags
+say whether they are per replica (per process) or global. :func:`run` gives every script the same
+error handling: an expected failure prints one line ``<script>: error: <problem and fix>`` and
+exits with its code (2 for a user's mistake, 3 for divergence; glow_nxn/errors.py), with no
+traceback.
 """
+import dataclasses
 import os
 import sys
 
@@ -33,75 +36,94 @@ def _import_tensorflow_quietly():
 _import_tensorflow_quietly()
 from absl import app, flags, logging  # noqa: E402
 
-from glow_nxn import config as model_configs  # noqa: E402
-from glow_nxn.errors import UserError, as_user_error  # noqa: E402
+from glow_nxn import config as run_configs  # noqa: E402
+from glow_nxn.errors import GlowError, UserError, as_user_error  # noqa: E402
+from glow_nxn.run_folder import RunFolder  # noqa: E402
 
 FLAGS = flags.FLAGS
+_MODEL_OVERRIDES = ("levels", "steps_per_level", "hidden_width", "mixing", "coupling",
+                    "learn_top", "n_bits", "network_dtype")
 
 
 def define_model_flags():
     """--preset and the per-field overrides of the ModelConfig it names."""
-    flags.DEFINE_string("preset", "mnist",
-                        f"model preset: {', '.join(sorted(model_configs.PRESETS))}")
+    flags.DEFINE_enum("preset", "mnist", sorted(run_configs.PRESETS), "model preset")
     flags.DEFINE_integer("levels", None, "override: number of levels L")
     flags.DEFINE_integer("steps_per_level", None, "override: flow steps per level K")
     flags.DEFINE_integer("hidden_width", None, "override: coupling network width")
-    flags.DEFINE_string("mixing", None, "override: mixing layer (nxn is the paper's), one of "
-                        "the names in glow_nxn.layers.MIXINGS")
-    flags.DEFINE_string("coupling", None, "override: affine or additive")
+    flags.DEFINE_enum("mixing", None, list(run_configs.MIXING_NAMES),
+                      "override: the mixing layer (nxn is the paper's; docs/MIXING.md)")
+    flags.DEFINE_enum("coupling", None, list(run_configs.COUPLING_NAMES), "override: coupling")
     flags.DEFINE_boolean("learn_top", None, "override: learn the top prior")
     flags.DEFINE_integer("n_bits", None, "override: bits per channel the model scores (1..8)")
-    flags.DEFINE_string("network_dtype", None, "override: float32, or bfloat16 for mixed "
-                        "precision in the coupling networks")
+    flags.DEFINE_enum("network_dtype", None, list(run_configs.NETWORK_DTYPES),
+                      "override: arithmetic of the coupling networks (bfloat16: mixed precision)")
     flags.DEFINE_integer("seed", 0, "seed of the initial weights, data order and noise")
 
 
-def define_data_flags(default_dataset="mnist"):
-    """--dataset, --data_dir, --manual_dir; evaluate.py and sample.py default them (None) to
-    the training run's."""
-    flags.DEFINE_string("dataset", default_dataset, "mnist, cifar10, imagenet32, imagenet64, "
-                        "celeba_hq_256, or a folder of PNG/JPEG images (see glow_nxn.data)")
+def define_data_flags(for_training=True):
+    """--dataset, --data_dir, --manual_dir (evaluate.py and sample.py default them to the
+    training run's); for training also the stream's --shuffle_buffer and --augment_shift."""
+    flags.DEFINE_string("dataset", None, "mnist, cifar10, imagenet32, imagenet64, "
+                        "celeba_hq_256, or folder:<directory of PNG/JPEG images> (see "
+                        "glow_nxn/data.py); default: the preset's dataset" if for_training else
+                        "default: the training run's")
     flags.DEFINE_string("data_dir", None, "where tensorflow-datasets keeps prepared datasets")
     flags.DEFINE_string("manual_dir", None, "the folder of manually downloaded dataset files "
                         "(default for mnist: the repository's data/mnist)")
-
-
-def data_options(run_settings):
-    """dataset, data_dir and manual_dir: the flags where given, else the training run's."""
-    return {name: getattr(FLAGS, name) or run_settings.get(name)
-            for name in ("dataset", "data_dir", "manual_dir")}
+    if for_training:
+        flags.DEFINE_integer("shuffle_buffer", 10_000, "examples in the shuffle buffer of the "
+                             "training data (1: the stored order)")
+        flags.DEFINE_integer("augment_shift", 0, "random-shift augmentation by up to N pixels "
+                             "(Glow used it on CIFAR-10; 0: off)")
 
 
 def define_train_flags():
-    flags.DEFINE_string("workdir", None, "folder for checkpoints, config.json and summaries; "
-                        "an existing run there is resumed")
+    flags.DEFINE_string("workdir", None, "folder for checkpoints, config.json, metrics and "
+                        "summaries; an existing run there is resumed")
     flags.DEFINE_integer("per_replica_batch_size", 64, "images per process per step (the "
                          "global batch is this times the number of processes)")
     flags.DEFINE_integer("init_batch_size", 256, "images per process for the data-dependent "
                          "ActNorm init")
-    flags.DEFINE_enum("optimizer", "adam", ["adam", "adamax"], "adam (the paper) or adamax "
-                      "(Glow)")
+    flags.DEFINE_enum("optimizer", "adam", list(run_configs.OPTIMIZERS), "adam (the paper) or "
+                      "adamax (Glow)")
     flags.DEFINE_float("learning_rate", 1e-3, "peak learning rate")
     flags.DEFINE_boolean("scale_lr_by_workers", False, "multiply the learning rate by the "
                          "number of processes")
-    flags.DEFINE_integer("warmup_steps", 500, "linear learning-rate warm-up, in updates")
-    flags.DEFINE_float("grad_clip_norm", 0.0, "clip gradients to this global norm (0: off)")
-    flags.DEFINE_integer("train_steps", 100_000, "stop after this many steps")
-    flags.DEFINE_float("max_train_seconds", 0.0, "also stop after this much training time "
-                       "(0: no limit); a later run resumes")
-    flags.DEFINE_integer("log_every_steps", 50, "progress line and summaries every N steps")
+    flags.DEFINE_integer("warmup_steps", 200, "linear learning-rate warm-up, in steps")
+    flags.DEFINE_enum("lr_schedule", "cosine", list(run_configs.LR_SCHEDULES),
+                      "cosine: decay to --lr_floor over --train_steps or --max_train_seconds; "
+                      "constant: the paper's")
+    flags.DEFINE_float("lr_floor", 0.0, "the cosine's final learning rate, as a fraction of "
+                       "the peak")
+    flags.DEFINE_float("grad_clip_norm", 50.0, "clip gradients to this global norm (0: off)")
+    flags.DEFINE_float("ema_decay", 0.999, "decay of the weights' moving average that "
+                       "evaluation and sampling use (0: off)")
+    flags.DEFINE_integer("train_steps", 100_000, "stop after this many steps; the cosine "
+                         "schedule spans them")
+    flags.DEFINE_float("max_train_seconds", 0.0, "training time budget of the whole run, "
+                       "summed over resumptions (0: none); the cosine schedule spans it")
+    flags.DEFINE_float("spike_threshold", 0.3, "a loss spike: the mean of the last "
+                       "--spike_window losses this many bits/dim above its lowest (0: off)")
+    flags.DEFINE_integer("spike_window", 50, "steps the loss-spike detector averages")
+    flags.DEFINE_integer("max_recoveries", 5, "roll-backs after a spike or non-finite losses "
+                         "before training stops")
+    flags.DEFINE_float("recovery_lr_factor", 0.5, "learning-rate factor after each roll-back")
+    flags.DEFINE_integer("max_consecutive_nonfinite", 20, "non-finite losses in a row that "
+                         "count as divergence")
+    flags.DEFINE_integer("log_every_steps", 50, "progress line, summaries and metrics.jsonl "
+                         "every N steps")
     flags.DEFINE_integer("checkpoint_every_steps", 1000, "checkpoint every N steps")
     flags.DEFINE_integer("keep_checkpoints", 3, "keep the newest N checkpoints")
-    flags.DEFINE_integer("eval_every_steps", 2000, "test bits/dim and samples every N steps")
+    flags.DEFINE_integer("eval_every_steps", 2000, "test bits/dim and samples every N steps "
+                         "(0: never)")
     flags.DEFINE_integer("eval_max_batches", 0, "batches per process for the periodic test "
                          "evaluation (0: the whole test split)")
     flags.DEFINE_integer("eval_batch_size", 256, "evaluation images per process per batch")
-    flags.DEFINE_integer("max_consecutive_nonfinite", 20, "stop after this many non-finite "
-                         "losses in a row")
-    flags.DEFINE_integer("augment_shift", 0, "random-shift augmentation by up to N pixels "
-                         "(Glow used it on CIFAR-10; 0: off)")
-    flags.DEFINE_integer("shuffle_buffer", 10_000, "examples in the shuffle buffer of the "
-                         "training data (1: the stored order)")
+    flags.DEFINE_enum("eval_weights", "ema", list(run_configs.WEIGHTS), "weights of the "
+                      "periodic evaluation: ema (the moving average) or raw")
+    flags.DEFINE_integer("num_samples", 16, "samples in the periodic sample grid")
+    flags.DEFINE_float("sample_temperature", 0.7, "temperature of the periodic sample grid")
     flags.DEFINE_boolean("jit_compile", False, "compile the training step with XLA")
 
 
@@ -109,36 +131,53 @@ def define_restore_flags():
     flags.DEFINE_string("workdir", None, "the folder train.py wrote")
     flags.DEFINE_string("checkpoint", None, "a ckpt-N in the workdir or a checkpoint path "
                         "(default: the newest)")
+    flags.DEFINE_enum("weights", "ema", list(run_configs.WEIGHTS), "ema: the weights' moving "
+                      "average when the checkpoint has one; raw: the trained weights")
 
 
-def require_workdir():
-    """UserError unless --workdir was given (evaluate.py and sample.py read a training run)."""
+def run_folder():
+    """The RunFolder of --workdir; UserError unless it was given."""
     if not FLAGS.workdir:
-        raise UserError("--workdir is required: the folder train.py wrote")
+        raise UserError("--workdir is required: the folder of the training run")
+    return RunFolder(FLAGS.workdir)
 
 
-def model_config():
-    """The ModelConfig of --preset with the override flags applied."""
-    overrides = {name: getattr(FLAGS, name) for name in (
-        "levels", "steps_per_level", "hidden_width", "mixing", "coupling", "learn_top",
-        "n_bits", "network_dtype") if getattr(FLAGS, name) is not None}
+def run_config():
+    """The RunConfig of train.py's flags: --preset with the overrides, data and training."""
+    overrides = {name: getattr(FLAGS, name) for name in _MODEL_OVERRIDES
+                 if getattr(FLAGS, name) is not None}
+    dataset = FLAGS.dataset or (FLAGS.preset if FLAGS.preset in _named_datasets() else None)
     with as_user_error():
-        return model_configs.preset(FLAGS.preset, seed=FLAGS.seed, **overrides)
+        model = run_configs.preset(FLAGS.preset, seed=FLAGS.seed, **overrides)
+        if dataset is None:
+            raise ValueError(f"--preset={FLAGS.preset} has no dataset of its own: pass --dataset")
+        data = run_configs.DataConfig(**_flag_values(run_configs.DataConfig, dataset=dataset))
+        train = run_configs.TrainConfig(**_flag_values(run_configs.TrainConfig))
+        return run_configs.RunConfig(model=model, data=data, train=train)
 
 
-def train_config():
-    """The TrainConfig of the train flags."""
-    from glow_nxn.training import TrainConfig
-
-    if not FLAGS.workdir:
-        raise UserError("--workdir is required: the folder for checkpoints and summaries")
-    names = [field for field in TrainConfig.__dataclass_fields__ if field in FLAGS]
+def restored_data_config(saved):
+    """The training run's DataConfig ``saved`` with --dataset/--data_dir/--manual_dir applied."""
+    given = {name: getattr(FLAGS, name) for name in ("dataset", "data_dir", "manual_dir")
+             if getattr(FLAGS, name)}
     with as_user_error():
-        return TrainConfig(**{name: getattr(FLAGS, name) for name in names})
+        return dataclasses.replace(saved, **given)
+
+
+def _flag_values(cls, **given):
+    names = [field.name for field in dataclasses.fields(cls) if field.name in FLAGS]
+    return {**{name: getattr(FLAGS, name) for name in names}, **given}
+
+
+def _named_datasets():
+    from glow_nxn.data import DATASETS
+
+    return DATASETS
 
 
 def run(main):
-    """``absl.app.run(main)``, with a :class:`UserError` printed as one line and exit code 2."""
+    """``absl.app.run(main)``, with an expected failure (:class:`GlowError`: a user's mistake, a
+    diverged run) printed as one line and its exit code (glow_nxn/errors.py)."""
     script = os.path.basename(sys.argv[0])
 
     def guarded(argv):
@@ -148,8 +187,17 @@ def run(main):
             if len(argv) > 1:
                 raise UserError(f"unexpected arguments {argv[1:]}; every option is a --flag")
             return main(argv)
-        except UserError as error:
+        except GlowError as error:
             print(f"{script}: error: {error}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(error.exit_code)
 
-    app.run(guarded)
+    def parse(argv):
+        # absl prints a parsing error over two lines and exits 1; a bad flag is a user's
+        # mistake like any other.
+        try:
+            return FLAGS(argv)
+        except flags.Error as error:
+            print(f"{script}: error: {error}", file=sys.stderr)
+            sys.exit(UserError.exit_code)
+
+    app.run(guarded, flags_parser=parse)

@@ -6,22 +6,28 @@
 
 An existing run in --workdir is resumed from its newest checkpoint.
 """
+from absl import flags
+
 import flags as project_flags
 from glow_nxn import distributed, training
 
 project_flags.define_model_flags()
 project_flags.define_data_flags()
 project_flags.define_train_flags()
+flags.adopt_module_key_flags(project_flags)
 
 
-def main(argv):
-    model_config = project_flags.model_config()
-    train_config = project_flags.train_config()
+def main(argv, hooks=()):
+    """Train the run the flags describe; ``hooks`` (:class:`glow_nxn.training.Hook`) are added
+    to the loop's own (tests/horovod_worker.py observes a real run through them)."""
+    folder = project_flags.run_folder()
+    run_config = project_flags.run_config()
     replicas = distributed.connect()
-    summary = training.train(model_config, train_config, replicas)
+    summary = training.train(run_config, folder.path, replicas, hooks=hooks)
     if replicas.is_chief:
-        print(f"finished at step {summary['step']}: train bits/dim "
-              f"{summary['train_bits_per_dim']:.4f}, checkpoint {summary['checkpoint']}")
+        print(f"finished at step {summary['step']} ({summary['stop_reason']}): train bits/dim "
+              f"{summary['train_bits_per_dim']:.4f}, {summary['recoveries']} recoveries, "
+              f"checkpoint {summary['checkpoint']}", flush=True)
 
 
 if __name__ == "__main__":

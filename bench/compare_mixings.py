@@ -25,7 +25,7 @@ sys.path.insert(0, REPO)
 import glow_nxn  # noqa: E402,F401  (selects tf-keras before TensorFlow is imported)
 from glow_nxn.layers import MIXINGS  # noqa: E402
 from glow_nxn.model import Glow  # noqa: E402
-from glow_nxn.workdir import load_model_config  # noqa: E402
+from glow_nxn.run_folder import RunFolder  # noqa: E402
 
 
 
@@ -34,7 +34,7 @@ def run(args):
 
 
 def parameter_count(workdir):
-    return Glow(load_model_config(workdir)).count_params()
+    return Glow(RunFolder(workdir).load_config().model).count_params()
 
 
 def train_and_evaluate(workdir, mixing, seed, args):

@@ -42,7 +42,7 @@ def main():
     parser.add_argument("--title", default="glow_nxn, mnist preset, one 2-core CPU")
     args = parser.parse_args()
     with open(os.path.join(args.workdir, "config.json")) as handle:
-        batch = args.global_batch or json.load(handle)["run"]["per_replica_batch_size"]
+        batch = args.global_batch or json.load(handle)["train"]["per_replica_batch_size"]
     series = read_scalars(os.path.join(args.workdir, "summaries"))
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for tag, label, style in (("train/bits_per_dim", "train (running mean)", "-"),

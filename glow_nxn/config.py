@@ -1,29 +1,96 @@
-"""The model's configuration: a frozen, validated dataclass, and the paper's presets."""
+"""The typed description of a run: model, data and training, validated once, saved whole.
+
+A run is a :class:`RunConfig` of three frozen dataclasses:
+
+* :class:`ModelConfig`, the architecture (saved with every checkpoint's run, required to load one);
+* :class:`DataConfig`, where the images come from and how the training stream is drawn;
+* :class:`TrainConfig`, the optimisation recipe and the loop's cadence.
+
+This module is a leaf: it imports neither TensorFlow nor any other part of the package, so a run's
+description can be read, checked and printed anywhere. Every value is checked once, here, by the
+``check_*`` helpers, which raise ``ValueError`` naming the field, the value and what is allowed
+(entry scripts turn that into a one-line error). ``flags.py`` builds a RunConfig from the command
+line; :mod:`glow_nxn.run_folder` saves it as ``config.json`` and loads it back, typed.
+"""
 import dataclasses
 import json
 
-from glow_nxn.layers import COUPLINGS, MIXINGS
-from glow_nxn.objectives import check_n_bits
-
-
+# The registries' names (glow_nxn.layers.MIXINGS / COUPLINGS hold the layers; a test keeps the
+# two in step), so that a config can be checked without importing TensorFlow.
+MIXING_NAMES = ("nxn", "nxn_lu", "conv1x1", "conv1x1_lu", "reverse", "shuffle", "shifted_nxn",
+                "emerging", "periodic")
+COUPLING_NAMES = ("affine", "additive")
 NETWORK_DTYPES = ("float32", "bfloat16")
+OPTIMIZERS = ("adam", "adamax")
+LR_SCHEDULES = ("cosine", "constant")
+WEIGHTS = ("ema", "raw")
+MAX_SEED = 2**31 - 1
 
+
+# ---- the one set of validators --------------------------------------------------------------
+
+def check_int(name, value, minimum=None, maximum=None):
+    """ValueError unless ``value`` is an int (not a bool) in ``[minimum, maximum]``."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        raise ValueError(f"{name} must be {_range_words('an integer', minimum, maximum)}, "
+                         f"got {value!r}")
+
+
+def check_positive_int(name, value):
+    check_int(name, value, minimum=1)
+
+
+def check_float(name, value, minimum=None, maximum=None, above=None):
+    """ValueError unless ``value`` is a finite number in the range given (``above``: exclusive)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and value == value and abs(value) != float("inf")
+    ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    ok = ok and (above is None or value > above)
+    if not ok:
+        words = (f"a number above {above}" if above is not None and maximum is None
+                 else _range_words("a number", minimum, maximum))
+        raise ValueError(f"{name} must be {words}, got {value!r}")
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
+
+
+def check_n_bits(n_bits):
+    """ValueError unless ``n_bits`` is an integer in 1..8 (bits per colour channel)."""
+    check_int("n_bits", n_bits, 1, 8)
+
+
+def _range_words(kind, minimum, maximum):
+    if minimum is not None and maximum is not None:
+        return f"{kind} in {minimum}..{maximum}"
+    if minimum is not None:
+        return f"{kind} >= {minimum}"
+    if maximum is not None:
+        return f"{kind} <= {maximum}"
+    return kind
+
+
+# ---- the three parts of a run ---------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Everything that fixes a Glow model's architecture; saved as ``config.json`` beside it.
+    """Everything that fixes a Glow model's architecture.
 
     Attributes:
       image_shape: ``(H, W, C)`` of the images; ``H`` and ``W`` divisible by ``2**levels``.
       levels: ``L``, the number of scales (squeeze → K steps → split; no split after the last).
       steps_per_level: ``K``, flow steps (ActNorm → mixing → coupling) per level.
       hidden_width: channels of the coupling networks' hidden layers.
-      mixing: the channel-mixing layer of each step, a name of :data:`glow_nxn.layers.MIXINGS`;
-        ``nxn`` is the paper's invertible n×n convolution.
+      mixing: the channel-mixing layer of each step (:data:`MIXING_NAMES`); ``nxn`` is the
+        paper's invertible n×n convolution, ``nxn_lu`` the same with an LU-parametrised ``W``.
       coupling: ``affine`` or ``additive``.
       learn_top: learn the mean and scale of the top-level prior.
       n_bits: bits per colour channel the model scores (1..8); images are reduced to it.
-      seed: seed of the random initial weights (rotations, permutations).
+      seed: seed of the random initial weights (rotations, permutations), ``0..2**31-1``.
       network_dtype: arithmetic of the coupling networks: ``float32``, or ``bfloat16`` for mixed
         precision on GPUs/TPUs that have it (weights, flow and log-dets stay float32).
     """
@@ -41,14 +108,13 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
-        _check_choice("mixing", self.mixing, MIXINGS)
-        _check_choice("coupling", self.coupling, COUPLINGS)
-        _check_choice("network_dtype", self.network_dtype, NETWORK_DTYPES)
+        check_choice("mixing", self.mixing, MIXING_NAMES)
+        check_choice("coupling", self.coupling, COUPLING_NAMES)
+        check_choice("network_dtype", self.network_dtype, NETWORK_DTYPES)
         for name in ("levels", "steps_per_level", "hidden_width"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         check_n_bits(self.n_bits)
+        check_int("seed", self.seed, 0, MAX_SEED)
         if len(self.image_shape) != 3 or not all(
                 isinstance(d, int) and d >= 1 for d in self.image_shape):
             raise ValueError(f"image_shape must be (H, W, C) of positive integers, "
@@ -66,22 +132,134 @@ class ModelConfig:
         height, width, channels = self.image_shape
         return height * width * channels
 
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where a run's images come from (see :mod:`glow_nxn.data`) and how training draws them.
+
+    Attributes:
+      dataset: a name of :data:`glow_nxn.data.DATASETS` or ``folder:<directory>``.
+      data_dir: where tensorflow-datasets keeps prepared datasets (None: its default).
+      manual_dir: the folder of manually downloaded files a dataset is prepared from.
+      shuffle_buffer: examples in the training stream's shuffle buffer (1: the stored order).
+      augment_shift: random-shift augmentation of training images by up to this many pixels.
+    """
+
+    dataset: str = "mnist"
+    data_dir: str = None
+    manual_dir: str = None
+    shuffle_buffer: int = 10_000
+    augment_shift: int = 0
+
+    def __post_init__(self):
+        if not (isinstance(self.dataset, str) and self.dataset):
+            raise ValueError(f"dataset must be a name or folder:<directory>, got "
+                             f"{self.dataset!r}")
+        check_positive_int("shuffle_buffer", self.shuffle_buffer)
+        check_int("augment_shift", self.augment_shift, minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train: the optimisation recipe (:mod:`glow_nxn.training`) and the loop's cadence.
+
+    Batch sizes are per replica (per process, per GPU); the global batch is
+    ``per_replica_batch_size`` times the number of processes.
+
+    The learning rate at update ``t`` is ``learning_rate · min(1, (t+1)/warmup_steps) ·
+    decay(progress) · recovery_scale``: ``decay`` is a half cosine from 1 to ``lr_floor`` over the
+    run (``lr_schedule="cosine"``) or 1 (``"constant"``); ``progress`` is the larger of
+    ``t / train_steps`` and ``seconds / max_train_seconds`` (when a time budget is set), so a
+    time-bounded run ends annealed. ``ema_decay`` > 0 keeps an exponential moving average of the
+    weights (Polyak averaging) that evaluation and sampling use. ``grad_clip_norm`` > 0 clips the
+    gradient's global norm. A loss spike (the mean of the last ``spike_window`` losses more than
+    ``spike_threshold`` bits/dim above its lowest value) rolls the run back to its newest healthy
+    state and multiplies the learning rate by ``recovery_lr_factor``, at most ``max_recoveries``
+    times. ``eval_every_steps`` = 0 never evaluates during training; ``eval_weights`` picks the
+    weights it evaluates and samples with (``ema``: the average, when there is one; ``raw``).
+    """
+
+    per_replica_batch_size: int = 64
+    init_batch_size: int = 256
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    scale_lr_by_workers: bool = False
+    warmup_steps: int = 200
+    lr_schedule: str = "cosine"
+    lr_floor: float = 0.0
+    grad_clip_norm: float = 50.0
+    ema_decay: float = 0.999
+    train_steps: int = 100_000
+    max_train_seconds: float = 0.0
+    spike_threshold: float = 0.3
+    spike_window: int = 50
+    max_recoveries: int = 5
+    recovery_lr_factor: float = 0.5
+    max_consecutive_nonfinite: int = 20
+    log_every_steps: int = 50
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 3
+    eval_every_steps: int = 2000
+    eval_max_batches: int = 0
+    eval_batch_size: int = 256
+    eval_weights: str = "ema"
+    num_samples: int = 16
+    sample_temperature: float = 0.7
+    seed: int = 0
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("eval_weights", self.eval_weights, WEIGHTS)
+        for name in ("per_replica_batch_size", "init_batch_size", "train_steps",
+                     "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+                     "eval_batch_size", "max_consecutive_nonfinite", "spike_window",
+                     "num_samples"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("warmup_steps", "max_recoveries", "eval_every_steps", "eval_max_batches"):
+            check_int(name, getattr(self, name), minimum=0)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_float("learning_rate", self.learning_rate, above=0.0)
+        check_float("lr_floor", self.lr_floor, 0.0, 1.0)
+        check_float("ema_decay", self.ema_decay, 0.0, 1.0)
+        if self.ema_decay == 1.0:
+            raise ValueError("ema_decay must be below 1 (1 would never move the average); "
+                             "0 turns averaging off")
+        for name in ("grad_clip_norm", "max_train_seconds", "spike_threshold",
+                     "sample_temperature"):
+            check_float(name, getattr(self, name), minimum=0.0)
+        check_float("recovery_lr_factor", self.recovery_lr_factor, above=0.0, maximum=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole run: ``model``, ``data`` and ``train``; ``config.json`` holds exactly this."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
     def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text):
+        """The RunConfig of :meth:`to_json`'s text; ValueError naming an unknown or bad field."""
         fields = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields {unknown}; valid: {sorted(known)}")
-        return cls(**fields)
+        if not isinstance(fields, dict) or set(fields) != {"model", "data", "train"}:
+            raise ValueError("not a run description: expected the keys data, model, train")
+        return cls(model=_from_dict(ModelConfig, fields["model"]),
+                   data=_from_dict(DataConfig, fields["data"]),
+                   train=_from_dict(TrainConfig, fields["train"]))
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(sorted(choices))}")
+def _from_dict(cls, fields):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; valid: {sorted(known)}")
+    return cls(**fields)
 
 
 # The paper's setups (§5), and a small MNIST model that trains on a CPU.
@@ -98,5 +276,5 @@ PRESETS = {
 
 def preset(name, **overrides):
     """The preset ``name`` with fields replaced by ``overrides``; ValueError lists valid names."""
-    _check_choice("preset", name, PRESETS)
+    check_choice("preset", name, tuple(sorted(PRESETS)))
     return dataclasses.replace(PRESETS[name], **overrides)

@@ -118,8 +118,9 @@ def prepare(name, *, data_dir=None, manual_dir=None):
         _prepared_builder(name, data_dir, manual_dir)
 
 
-def prepare_once(name, replicas, *, data_dir=None, manual_dir=None):
-    """With several processes, rank 0 prepares the dataset while the others wait.
+def prepare_once(config, replicas):
+    """Prepare ``config.dataset`` (a :class:`~glow_nxn.config.DataConfig`) before any process
+    reads it: with several processes rank 0 prepares it while the others wait.
 
     ``replicas`` is a :class:`glow_nxn.distributed.Replicas`. Without the wait, every process
     would find the dataset unprepared and write the same ``data_dir`` at once. A single process
@@ -128,8 +129,27 @@ def prepare_once(name, replicas, *, data_dir=None, manual_dir=None):
     if replicas.size == 1:
         return
     if replicas.is_chief:
-        prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+        prepare(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir)
     replicas.barrier()
+
+
+def training_stream(config, replicas, *, image_shape, n_bits, batch_size, seed, augment=True):
+    """This process's endless training stream of the run's data: :func:`train_dataset` of
+    ``config`` (a :class:`~glow_nxn.config.DataConfig`), sharded by ``replicas``, ``batch_size``
+    per process. ``augment=False`` leaves out the shift augmentation (the init batch)."""
+    return train_dataset(
+        config.dataset, image_shape=image_shape, n_bits=n_bits, per_replica_batch_size=batch_size,
+        seed=seed, shard_index=replicas.rank, num_shards=replicas.size, data_dir=config.data_dir,
+        manual_dir=config.manual_dir, augment_shift=config.augment_shift if augment else 0,
+        shuffle_buffer=config.shuffle_buffer)
+
+
+def evaluation_split(config, replicas, *, image_shape, batch_size, split="test"):
+    """This process's part of a split of the run's data: :func:`eval_dataset` of ``config``,
+    sharded by ``replicas``."""
+    return eval_dataset(config.dataset, image_shape=image_shape, batch_size=batch_size,
+                        shard_index=replicas.rank, num_shards=replicas.size,
+                        data_dir=config.data_dir, manual_dir=config.manual_dir, split=split)
 
 
 def num_examples(name, split, *, data_dir=None, manual_dir=None):
@@ -258,7 +278,8 @@ def _records(name, split, image_shape, data_dir, manual_dir):
     native_shape = _named_dataset(name).image_shape
     if image_shape != native_shape:
         raise ValueError(f"{name} images are {native_shape} but the model's image_shape is "
-                         f"{image_shape}: use image_shape={native_shape} (the {name} preset)")
+                         f"{image_shape}: train a model of that shape (the {name} preset) or "
+                         f"use a dataset of {image_shape} images")
     builder = _prepared_builder(name, data_dir, manual_dir)
     # Skip decoding here so that records are decoded only after sharding and shuffling.
     records = builder.as_dataset(split=DATASETS[name].splits[split], shuffle_files=False,

@@ -38,6 +38,10 @@ class Replicas:
         """The cross-replica sum of a tensor."""
         return t
 
+    def gather(self, t):
+        """Every replica's tensor, concatenated along axis 0 in rank order."""
+        return t
+
     def broadcast_variables(self, variables):
         """Set ``variables`` on every replica to rank 0's values."""
 
@@ -66,6 +70,9 @@ class HorovodReplicas(Replicas):
 
     def sum(self, t):
         return self._hvd.allreduce(t, op=self._hvd.Sum)
+
+    def gather(self, t):
+        return self._hvd.allgather(t)
 
     def broadcast_variables(self, variables):
         # Horovod: one broadcast of every model and optimizer variable before the loop, so all

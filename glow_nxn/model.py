@@ -36,7 +36,8 @@ class Glow(keras.Model):
         for level in range(config.levels):
             steps = []
             for step in range(config.steps_per_level):
-                seed = config.seed * 1_000_003 + level * config.steps_per_level + step
+                # A distinct seed per layer, within NumPy's seed range 0..2**32-1.
+                seed = (config.seed * 1_000_003 + level * config.steps_per_level + step) % 2**32
                 steps.append(Chain([ActNorm(), mixing(seed),
                                     coupling(config.hidden_width, config.network_dtype)],
                                    name=f"step_{level}_{step}"))

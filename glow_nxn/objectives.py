@@ -23,6 +23,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from glow_nxn.config import check_n_bits
+
 _BELOW_HALF = float(np.nextafter(np.float32(0.5), np.float32(0.0)))
 
 
@@ -75,9 +77,3 @@ def bits_per_dim(log_prob, num_dims, n_bits):
     log_prob = tf.convert_to_tensor(log_prob)
     bits = (-tf.cast(log_prob, tf.float64) + d * n_bits * math.log(2.0)) / (d * math.log(2.0))
     return tf.cast(bits, log_prob.dtype)
-
-
-def check_n_bits(n_bits):
-    """ValueError unless ``n_bits`` is an integer in 1..8 (bits per colour channel)."""
-    if not (isinstance(n_bits, int) and 1 <= n_bits <= 8):
-        raise ValueError(f"n_bits must be an integer in 1..8, got {n_bits!r}")

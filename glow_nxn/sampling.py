@@ -1,11 +1,27 @@
-"""What sample.py produces: sample grids by temperature, reconstructions, interpolations."""
+"""What sample.py produces: sample grids by temperature, reconstructions, interpolations.
+
+Pictures are computed first and checked: a sample, latent or reconstruction that is not finite
+raises :class:`~glow_nxn.errors.TrainingDiverged` (a broken model is reported, not rendered);
+:func:`write_pngs` writes them only afterwards.
+"""
+import dataclasses
 import os
 
 import tensorflow as tf
 
 from glow_nxn import images, objectives
+from glow_nxn.errors import TrainingDiverged
 
 GLOW_TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
+
+
+def check_finite(what, tensors):
+    """TrainingDiverged naming ``what`` unless every value of ``tensors`` (a tensor or a list) is
+    finite."""
+    for tensor in tensors if isinstance(tensors, (list, tuple)) else [tensors]:
+        if not bool(tf.reduce_all(tf.math.is_finite(tensor))):
+            raise TrainingDiverged(f"the model's {what} are not finite: its weights are broken; "
+                                   f"use an older --checkpoint")
 
 
 def sample_grid(model, num_samples, temperature, seed):
@@ -14,18 +30,27 @@ def sample_grid(model, num_samples, temperature, seed):
     return images.grid(objectives.to_uint8(samples, model.config.n_bits))
 
 
-def sample_grids(model, temperatures, num_samples, seed, output_dir):
-    """One PNG grid of ``num_samples`` samples per temperature; returns the paths written.
+def sample_grids(model, temperatures, num_samples, seed):
+    """``{"samples_t<T>.png": grid}`` with one grid of ``num_samples`` samples per temperature.
 
     The same ``seed`` draws the same standard-normal latents at every temperature, so the grids
     show one set of samples with every prior's standard deviation scaled.
     """
-    paths = []
+    grids = {}
     for temperature in temperatures:
-        path = os.path.join(output_dir, f"samples_t{temperature:.2f}.png")
-        images.write_png(path, sample_grid(model, num_samples, temperature, seed))
-        paths.append(path)
-    return paths
+        samples = model.sample(num_samples, temperature=temperature, seed=seed)
+        check_finite(f"samples at temperature {temperature}", samples)
+        grids[f"samples_t{temperature:.2f}.png"] = images.grid(
+            objectives.to_uint8(samples, model.config.n_bits))
+    return grids
+
+
+def _encode_cell_centres(model, uint8_images):
+    x = objectives.dequantize(uint8_images, model.config.n_bits,
+                              tf.fill(tf.shape(uint8_images), 0.5))
+    zs, _ = model.encode(x)
+    check_finite("latents of test images", zs)
+    return x, zs
 
 
 def reconstruct(model, uint8_images):
@@ -34,12 +59,11 @@ def reconstruct(model, uint8_images):
     Returns ``(reconstructed uint8 images, max |x − decode(encode(x))|`` in pixel units, i.e. in
     units of one 8-bit grey level ``1/256``).
     """
-    n_bits = model.config.n_bits
-    x = objectives.dequantize(uint8_images, n_bits, tf.fill(tf.shape(uint8_images), 0.5))
-    zs, _ = model.encode(x)
+    x, zs = _encode_cell_centres(model, uint8_images)
     x_back = model.decode(zs)
+    check_finite("reconstructions", x_back)
     error = float(tf.reduce_max(tf.abs(x_back - x))) * 256.0
-    return objectives.to_uint8(x_back, n_bits), error
+    return objectives.to_uint8(x_back, model.config.n_bits), error
 
 
 def interpolate(model, image_a, image_b, steps):
@@ -48,27 +72,43 @@ def interpolate(model, image_a, image_b, steps):
     ``image_a, image_b: [H, W, C]`` uint8 → uint8 ``[steps, H, W, C]``, the ends being the two
     reconstructions.
     """
-    pair = tf.stack([image_a, image_b])
-    x = objectives.dequantize(pair, model.config.n_bits, tf.fill(tf.shape(pair), 0.5))
-    zs, _ = model.encode(x)
+    _, zs = _encode_cell_centres(model, tf.stack([image_a, image_b]))
     weights = tf.linspace(0.0, 1.0, steps)
     mixed = []
     for z in zs:
         w = tf.reshape(weights, [steps] + [1] * (len(z.shape) - 1))
         mixed.append((1.0 - w) * z[0:1] + w * z[1:2])
-    return objectives.to_uint8(model.decode(mixed), model.config.n_bits)
+    decoded = model.decode(mixed)
+    check_finite("interpolated images", decoded)
+    return objectives.to_uint8(decoded, model.config.n_bits)
 
 
-def write_reconstructions(model, originals, interpolation_steps, output_dir):
-    """``reconstructions.png`` (each of the uint8 ``[B, H, W, C]`` ``originals`` beside its
-    reconstruction) and ``interpolation.png`` (``interpolation_steps`` images from the first
-    original to the second); returns ``(paths written, reconstruction error in pixel units)``.
-    """
+@dataclasses.dataclass(frozen=True)
+class Reconstructions:
+    """``images``: ``{"reconstructions.png": …, "interpolation.png": …}``; ``error`` in pixel
+    units."""
+
+    images: dict
+    error: float
+
+
+def reconstructions(model, originals, interpolation_steps):
+    """The reconstruction grid (each of the uint8 ``[B, H, W, C]`` ``originals`` beside its
+    reconstruction) and the interpolation from the first original to the second."""
     reconstructed, error = reconstruct(model, originals)
-    pairs = os.path.join(output_dir, "reconstructions.png")
-    images.write_png(pairs, images.grid(images.interleave(originals, reconstructed), columns=2))
-    line = os.path.join(output_dir, "interpolation.png")
-    images.write_png(line, images.grid(
-        interpolate(model, originals[0], originals[1], interpolation_steps),
-        columns=interpolation_steps))
-    return [pairs, line], error
+    return Reconstructions(images={
+        "reconstructions.png": images.grid(images.interleave(originals, reconstructed),
+                                           columns=2),
+        "interpolation.png": images.grid(
+            interpolate(model, originals[0], originals[1], interpolation_steps),
+            columns=interpolation_steps)}, error=error)
+
+
+def write_pngs(pictures, output_dir):
+    """Write ``{file name: uint8 [H, W, C]}`` as PNGs in ``output_dir``; returns the paths."""
+    paths = []
+    for name, picture in pictures.items():
+        path = os.path.join(output_dir, name)
+        images.write_png(path, picture)
+        paths.append(path)
+    return paths

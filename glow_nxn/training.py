@@ -1,151 +1,181 @@
-"""Maximum-likelihood training: the loop train.py runs, on one process or under horovodrun.
+r"""Maximum-likelihood training: the loop train.py runs, on one process or under horovodrun.
 
-The loss is the mean bits/dim of the batch (:mod:`glow_nxn.objectives`), minimised by Adam (the
-paper: lr 1e-3) or Adamax (Glow), with a linear warm-up. One training step on every replica::
+**The step.** The loss is the mean bits/dim of the batch (:mod:`glow_nxn.objectives`). On every
+replica::
 
     loss = mean bits/dim of its batch → gradients averaged across replicas (Horovod)
-    → optional clipping by global norm → update, skipped on every replica if the loss or the
-      gradient norm is not finite
+    → clipping by global norm (grad_clip_norm > 0) → Adam/Adamax update, skipped on every replica
+      if the loss or the gradient norm is not finite → weight average updated (ema_decay > 0)
 
-so all replicas hold identical weights throughout. Before the first step every ActNorm is
-initialised from the global init batch (moments averaged across replicas), then model and
-optimizer state are broadcast from rank 0 once. Only rank 0 writes (checkpoints, config.json,
-summaries); a run resumes from its newest checkpoint with its step, learning-rate schedule and
-optimizer state. With several replicas, rank 0 prepares the dataset while the others wait.
+so all replicas hold identical weights throughout.
 
-With ``shuffle_buffer=1`` and the same seed, ``n`` replicas with batch ``b`` (and init batch
-``i``) train as one process with batch ``n·b`` (init batch ``n·i``): replica ``r`` reads the
-examples ``≡ r (mod n)`` with the same noise (:func:`glow_nxn.data.train_dataset`), so each step's
-global batch is the same set of images; the mean of the replicas' mean losses is the global mean,
-and so is the mean of their gradients; the ActNorm moments are means of equal-sized per-replica
-means. Only float32 rounding (summation order) differs; tests/test_horovod.py checks it.
+**The recipe** (:class:`~glow_nxn.config.TrainConfig`; docs/RESULTS.md has the ablations):
+
+.. math::  \eta_t = \eta \cdot \min\Big(1, \frac{t+1}{T_w}\Big) \cdot
+           \Big(f + (1-f)\,\frac{1 + \cos(\pi p)}{2}\Big) \cdot s
+
+with ``η = learning_rate`` (× the number of processes if ``scale_lr_by_workers``), ``T_w =
+warmup_steps``, ``f = lr_floor``, ``s`` the factor left by spike recoveries, and ``p ∈ [0, 1]`` the
+run's progress: the larger of ``t / train_steps`` and ``seconds / max_train_seconds``. So a run
+bounded by time ends annealed too, and since ``t``, the seconds spent and ``s`` are in every
+checkpoint, a resumed run continues the same schedule (``max_train_seconds`` is the budget of the
+whole run, summed over resumptions). Rank 0's clock decides: its seconds are broadcast every step.
+
+**The loop** (:meth:`Trainer.fit`)::
+
+    start:  prepare data (rank 0) → resume from the newest checkpoint, or data-dependent init
+            → one broadcast of model, optimizer, average and progress from rank 0 → hooks.on_start
+    repeat: stop if train_steps or the time budget is reached, or a hook asked to
+            → one step (above) → hooks.after_step(result)
+    end:    hooks.on_end (last progress line, last checkpoint) → summary
+
+Everything but the step itself is a :class:`Hook`: the :class:`DivergenceGuard` (spike and
+non-finite-loss recovery), :class:`ProgressLog` (progress lines, TensorBoard, metrics.jsonl),
+:class:`PeriodicCheckpoint` and :class:`PeriodicEvaluation`, in that order, then any hooks the
+caller adds. Only rank 0 writes (checkpoints, config.json, summaries, metrics).
+
+**Equivalence.** With ``shuffle_buffer=1`` and the same seed, ``n`` replicas with batch ``b`` (and
+init batch ``i``) train as one process with batch ``n·b`` (init batch ``n·i``): replica ``r`` reads
+the examples ``≡ r (mod n)`` with the same noise (:func:`glow_nxn.data.train_dataset`), so each
+step's global batch is the same set of images; the mean of the replicas' mean losses is the
+global mean, and so is the mean of their gradients; the ActNorm moments are means of equal-sized
+per-replica means. Only float32 rounding differs; tests/test_horovod.py checks it.
 """
+import collections
+import contextlib
 import dataclasses
-import os
+import math
 import time
 
 import tensorflow as tf
 
-from glow_nxn import data, evaluation, objectives, sampling, workdir
+from glow_nxn import data, evaluation, objectives, sampling
+from glow_nxn.averaging import WeightAverage
 from glow_nxn.distributed import Replicas
-from glow_nxn.errors import UserError, as_user_error
+from glow_nxn.errors import TrainingDiverged, UserError, as_user_error
 from glow_nxn.keras import keras
 from glow_nxn.layers import NOT_XLA_COMPILABLE
 from glow_nxn.model import Glow
+from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
 
-OPTIMIZERS = ("adam", "adamax")
+
+class Schedule:
+    """The learning rate ``η_t`` of the module docstring, before the recovery factor ``s``."""
+
+    def __init__(self, config, num_replicas=1):
+        self.config = config
+        self.peak = config.learning_rate * (num_replicas if config.scale_lr_by_workers else 1)
+
+    def progress(self, step, seconds):
+        """``p``: the larger of ``step / train_steps`` and ``seconds / max_train_seconds``."""
+        config = self.config
+        by_steps = step / config.train_steps
+        by_time = seconds / config.max_train_seconds if config.max_train_seconds else 0.0
+        return max(by_steps, by_time)
+
+    def __call__(self, step, progress):
+        """``η_t`` at update ``step`` (updates taken so far) and run ``progress``."""
+        config = self.config
+        warmup = min(1.0, (step + 1) / max(config.warmup_steps, 1))
+        if config.lr_schedule == "constant":
+            decay = 1.0
+        else:
+            cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+            decay = config.lr_floor + (1.0 - config.lr_floor) * cosine
+        return self.peak * warmup * decay
+
+
+def make_optimizer(config):
+    """Adam or Adamax; its learning rate is set before every step from :class:`Schedule`."""
+    optimizer_class = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}
+    return optimizer_class[config.optimizer](learning_rate=config.learning_rate)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train (the model is fixed by :class:`glow_nxn.config.ModelConfig`).
+class StepResult:
+    """What one training step did, as every hook sees it (the same on every replica).
 
-    Batch sizes: ``per_replica_batch_size`` is what each process (GPU) takes per step; the global
-    batch is that times the number of processes. ``init_batch_size`` is per replica too.
+    ``step`` counts steps taken including this one; ``loss`` is the global batch's mean bits/dim;
+    ``finite`` says whether the update was applied; ``batch`` is this replica's input.
     """
 
-    workdir: str
-    dataset: str = "mnist"
-    data_dir: str = None
-    manual_dir: str = None
-    per_replica_batch_size: int = 64
-    init_batch_size: int = 256
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    scale_lr_by_workers: bool = False
-    warmup_steps: int = 500
-    grad_clip_norm: float = 0.0
-    train_steps: int = 100_000
-    max_train_seconds: float = 0.0
-    log_every_steps: int = 50
-    checkpoint_every_steps: int = 1000
-    keep_checkpoints: int = 3
-    eval_every_steps: int = 2000
-    eval_max_batches: int = 0
-    eval_batch_size: int = 256
-    num_samples: int = 16
-    sample_temperature: float = 0.7
-    max_consecutive_nonfinite: int = 20
-    augment_shift: int = 0
-    shuffle_buffer: int = 10_000
-    seed: int = 0
-    jit_compile: bool = False
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        for name in ("per_replica_batch_size", "init_batch_size", "train_steps",
-                     "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                     "eval_batch_size", "max_consecutive_nonfinite", "shuffle_buffer"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+    step: int
+    loss: float
+    grad_norm: float
+    finite: bool
+    learning_rate: float
+    progress: float
+    seconds: float
+    batch: tf.Tensor
 
 
-class TrainingDiverged(UserError):
-    """Too many consecutive non-finite losses: training stops, the last checkpoint is kept."""
+class Hook:
+    """A seam of :meth:`Trainer.fit`. Called on every replica, in the order the hooks are given;
+    each method may call :meth:`Trainer.request_stop`. The base class does nothing."""
 
+    def on_start(self, trainer):
+        """After resume or init and the broadcast, before the first step."""
 
-class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """``lr(t) = peak · min(1, (t + 1) / warmup_steps)``, ``t`` the number of applied updates."""
+    def after_step(self, trainer, result):
+        """After every step, with its :class:`StepResult`."""
 
-    def __init__(self, peak, warmup_steps):
-        self.peak, self.warmup_steps = float(peak), int(warmup_steps)
+    def on_checkpoint(self, trainer, path):
+        """After a checkpoint of the current step was written (``path``: None off rank 0)."""
 
-    def __call__(self, step):
-        warmup = tf.cast(max(self.warmup_steps, 1), tf.float32)
-        return self.peak * tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / warmup)
-
-    def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps}
-
-
-def make_optimizer(config, replicas):
-    """``(optimizer, schedule)``: Adam or Adamax with the warm-up schedule; the peak lr scales
-    with the number of workers only if asked."""
-    peak = config.learning_rate * (replicas.size if config.scale_lr_by_workers else 1)
-    schedule = WarmupSchedule(peak, config.warmup_steps)
-    optimizer_class = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}
-    return optimizer_class[config.optimizer](learning_rate=schedule), schedule
+    def on_end(self, trainer):
+        """After the last step (or at once, if the run was already finished)."""
 
 
 class Trainer:
-    """Owns the model, optimizer, checkpoint and the compiled training step of one run."""
+    """Owns the model, optimizer, weight average, progress, checkpoints and the compiled step."""
 
-    def __init__(self, model_config, config, replicas=None, log=print):
-        self.model_config, self.config = model_config, config
+    def __init__(self, run_config, workdir, replicas=None, log=print, hooks=()):
+        self.run_config = run_config
+        self.model_config, self.data_config = run_config.model, run_config.data
+        self.config = config = run_config.train
+        self.folder = RunFolder(workdir)
         self.replicas = replicas or Replicas()
         self.log = log if self.replicas.is_chief else (lambda *args: None)
         keras.utils.set_random_seed(config.seed)
-        if config.jit_compile and model_config.mixing in NOT_XLA_COMPILABLE:
-            raise UserError(f"--jit_compile cannot compile --mixing={model_config.mixing} "
-                            f"({NOT_XLA_COMPILABLE[model_config.mixing]}); drop --jit_compile")
-        self._check_workdir()
-        self.model = Glow(model_config)
-        self.optimizer, self.schedule = make_optimizer(config, self.replicas)
+        if config.jit_compile and self.model_config.mixing in NOT_XLA_COMPILABLE:
+            raise UserError(f"--jit_compile cannot compile --mixing={self.model_config.mixing} "
+                            f"({NOT_XLA_COMPILABLE[self.model_config.mixing]}); drop "
+                            f"--jit_compile")
+        self.folder.check_can_hold_a_run()
+        self._check_same_model()
+        self.model = Glow(self.model_config)
+        self.optimizer = make_optimizer(config)
         # Build the optimizer's slots now, so the one broadcast below covers them and no
         # variable is created inside the traced step.
         self.optimizer.build(self.model.trainable_variables)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                              step=self.step)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, workdir.checkpoint_dir(config.workdir),
-            max_to_keep=config.keep_checkpoints)
+        self.state = TrainState()
+        self.average = (WeightAverage(self.model.trainable_variables, config.ema_decay)
+                        if config.ema_decay > 0 else None)
+        self.checkpoint = training_checkpoint(self.model, self.state, self.optimizer,
+                                              self.average)
+        self.manager = self.folder.checkpoint_manager(self.checkpoint, config.keep_checkpoints)
+        self.schedule = Schedule(config, self.replicas.size)
         self._train_step = tf.function(self._step_fn, jit_compile=config.jit_compile)
+        self.guard = DivergenceGuard(config)
+        self.hooks = [self.guard, ProgressLog(config), PeriodicCheckpoint(config),
+                      PeriodicEvaluation(config), *hooks]
+        self.stop_reason = None
+        self.saved_step = None
 
     # ---- set-up ----------------------------------------------------------------------------
 
-    def _check_workdir(self):
-        saved = workdir.load_model_config(self.config.workdir)
-        if saved is not None and saved != self.model_config:
+    def _check_same_model(self):
+        saved = self.folder.load_config()
+        if saved is not None and saved.model != self.model_config:
             raise UserError(
-                f"{self.config.workdir} holds a run of another model ({saved}); pass the same "
+                f"{self.folder.path} holds a run of another model ({saved.model}); pass the same "
                 f"model flags to resume it, or a new --workdir")
 
-    def _state_variables(self):
-        return self.model.variables + self.optimizer.variables() + [self.step]
+    def state_variables(self):
+        """Every variable a replica must share with rank 0 (and that a checkpoint holds)."""
+        average = self.average.shadows if self.average is not None else []
+        return (self.model.variables + self.optimizer.variables() + average
+                + list(self.state.variables))
 
     def restore_or_initialise(self, init_images):
         """Resume from the newest checkpoint, or data-dependent init from ``init_images()``.
@@ -160,13 +190,39 @@ class Trainer:
         resuming = bool(self.replicas.broadcast(tf.constant(int(latest is not None))).numpy())
         if resuming:
             if self.replicas.is_chief:
-                workdir.restore(self.checkpoint, latest)
+                self.folder.restore(self.checkpoint, latest)
         else:
             self.model.data_dependent_init(init_images(), reduce_mean=self.replicas.mean)
-        self.replicas.broadcast_variables(self._state_variables())
+            if self.average is not None:
+                self.average.reset()
+        self.replicas.broadcast_variables(self.state_variables())
+        step = int(self.state.step.numpy())
         if resuming:
-            self.log(f"resumed from {latest} at step {int(self.step.numpy())}")
-        return int(self.step.numpy())
+            self.saved_step = step
+            self.log(f"resumed from {latest} at step {step}")
+        return step
+
+    def _init_batch(self):
+        """This replica's slice of the global init batch (``init_batch_size`` per replica)."""
+        with as_user_error():
+            init = data.training_stream(
+                self.data_config, self.replicas, image_shape=self.model_config.image_shape,
+                n_bits=self.model_config.n_bits, batch_size=self.config.init_batch_size,
+                seed=self.config.seed, augment=False)
+        return next(iter(init))
+
+    def _datasets(self):
+        # A resumed run reshuffles from a seed that depends on its step, so it does not replay
+        # the data order of the run it continues.
+        shape = self.model_config.image_shape
+        with as_user_error():
+            train = data.training_stream(
+                self.data_config, self.replicas, image_shape=shape,
+                n_bits=self.model_config.n_bits, batch_size=self.config.per_replica_batch_size,
+                seed=self.config.seed + int(self.state.step.numpy()))
+            test = data.evaluation_split(self.data_config, self.replicas, image_shape=shape,
+                                         batch_size=self.config.eval_batch_size)
+        return train, test
 
     # ---- one step --------------------------------------------------------------------------
 
@@ -188,146 +244,339 @@ class Trainer:
 
         def apply():
             self.optimizer.apply_gradients(zip(gradients, variables))
+            if self.average is not None:
+                self.average.update(self.optimizer.iterations)
             return tf.constant(True)
 
         tf.cond(finite, apply, lambda: tf.constant(False))
-        self.step.assign_add(1)
+        self.state.step.assign_add(1)
         return loss, grad_norm, finite
+
+    def _agreed_seconds(self):
+        """Training seconds of the whole run so far, by rank 0's clock (broadcast)."""
+        seconds = self._seconds_at_start + time.time() - self._clock_start
+        return float(self.replicas.broadcast(tf.constant(seconds, tf.float64)).numpy())
+
+    def run_step(self):
+        """One step at the scheduled learning rate; returns its :class:`StepResult`."""
+        step = int(self.state.step.numpy())
+        seconds = self._agreed_seconds()
+        self.state.seconds.assign(seconds)
+        progress = self.schedule.progress(step, seconds)
+        if progress >= 1.0:
+            self.request_stop("time budget spent" if step < self.config.train_steps
+                              else "train_steps reached")
+            return None
+        learning_rate = self.schedule(step, progress) * float(self.state.lr_scale.numpy())
+        self.optimizer.learning_rate = learning_rate
+        batch = next(self._iterator)
+        loss, grad_norm, finite = self._train_step(batch)
+        result = StepResult(step=step + 1, loss=float(loss), grad_norm=float(grad_norm),
+                            finite=bool(finite), learning_rate=learning_rate, progress=progress,
+                            seconds=seconds, batch=batch)
+        for hook in self.hooks:
+            hook.after_step(self, result)
+        return result
 
     # ---- the loop --------------------------------------------------------------------------
 
+    def request_stop(self, reason):
+        """End the loop after the current step (the first reason given is kept)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    @property
+    def step(self):
+        return int(self.state.step.numpy())
+
+    @property
+    def healthy(self):
+        """Whether the current state may be checkpointed (see :class:`DivergenceGuard`)."""
+        return self.guard.healthy
+
     def save(self):
-        """Rank 0 writes a checkpoint of the current step (numbered by it)."""
-        if self.replicas.is_chief:
-            return self.manager.save(checkpoint_number=self.step)
-        return None
+        """Rank 0 writes a checkpoint of the current step; every replica runs the hooks."""
+        path = self.manager.save(checkpoint_number=self.state.step) \
+            if self.replicas.is_chief else None
+        self.saved_step = self.step
+        for hook in self.hooks:
+            hook.on_checkpoint(self, path)
+        return path
 
     def fit(self):
-        """Train until ``train_steps`` or ``max_train_seconds``; returns a summary dict."""
+        """Train until ``train_steps``, the time budget, or a hook's stop; returns a summary."""
         config, replicas = self.config, self.replicas
         with as_user_error():
-            data.prepare_once(config.dataset, replicas, data_dir=config.data_dir,
-                              manual_dir=config.manual_dir)
+            data.prepare_once(self.data_config, replicas)
         start_step = self.restore_or_initialise(self._init_batch)
-        train_data, test_data = self._datasets()
+        train_data, self.test_data = self._datasets()
         if replicas.is_chief:
-            workdir.save_config(config.workdir, self.model_config, dataclasses.asdict(config))
-        writer = (tf.summary.create_file_writer(os.path.join(config.workdir, "summaries"))
-                  if replicas.is_chief else tf.summary.create_noop_writer())
-        global_batch = config.per_replica_batch_size * replicas.size
-        self.log(f"training {self.model_config} on {config.dataset}: {replicas.size} "
-                 f"process(es), global batch {global_batch}, from step {start_step}")
-
-        iterator = iter(train_data)
-        started = time.time()
-        window_start, window_bits, window_steps = time.time(), 0.0, 0
-        nonfinite_in_a_row, skipped, last_bits = 0, 0, float("nan")
-        step = start_step
-        with writer.as_default():
-            while step < config.train_steps:
-                loss, grad_norm, finite = self._train_step(next(iterator))
-                step += 1
-                if bool(finite):
-                    nonfinite_in_a_row = 0
-                    window_bits += float(loss)
-                    window_steps += 1
-                else:
-                    nonfinite_in_a_row += 1
-                    skipped += 1
-                    self.log(f"step {step}: non-finite loss ({float(loss)}) or gradient norm "
-                             f"({float(grad_norm)}); update skipped")
-                    if nonfinite_in_a_row >= config.max_consecutive_nonfinite:
-                        raise TrainingDiverged(
-                            f"{nonfinite_in_a_row} non-finite losses in a row at step {step}; "
-                            f"training stopped, the last good checkpoint "
-                            f"{self.manager.latest_checkpoint} is intact: resume from it with a "
-                            f"lower --learning_rate or --grad_clip_norm")
-                out_of_time = self._out_of_time(started)
-                if step % config.log_every_steps == 0 or out_of_time:
-                    now = time.time()
-                    rate = window_steps * global_batch / max(now - window_start, 1e-9)
-                    last_bits = window_bits / max(window_steps, 1)
-                    lr = float(self.schedule(self.optimizer.iterations))
-                    self.log(self._progress(step, last_bits, rate, lr, started))
-                    tf.summary.scalar("train/bits_per_dim", last_bits, step=step)
-                    tf.summary.scalar("train/learning_rate", lr, step=step)
-                    tf.summary.scalar("train/gradient_norm", float(grad_norm), step=step)
-                    tf.summary.scalar("train/images_per_second", rate, step=step)
-                    window_start, window_bits, window_steps = now, 0.0, 0
-                # No checkpoint in a run of non-finite losses: the newest stays the last good one.
-                if step % config.checkpoint_every_steps == 0 and not nonfinite_in_a_row:
-                    self.save()
-                if step % config.eval_every_steps == 0:
-                    self._evaluate_and_sample(test_data, step)
-                if out_of_time:
-                    break
-            self.save()
-            writer.flush()
-        return {"step": step, "start_step": start_step, "train_bits_per_dim": last_bits,
-                "skipped_updates": skipped, "seconds": time.time() - started,
+            self.folder.save_config(self.run_config)
+        self.writer = (tf.summary.create_file_writer(self.folder.summaries_dir)
+                       if replicas.is_chief else tf.summary.create_noop_writer())
+        self.log(f"training {self.model_config} on {self.data_config.dataset}: "
+                 f"{replicas.size} process(es), global batch "
+                 f"{config.per_replica_batch_size * replicas.size}, from step {start_step}")
+        self._iterator = iter(train_data)
+        self._clock_start, self._seconds_at_start = time.time(), float(self.state.seconds.numpy())
+        with self.writer.as_default():
+            for hook in self.hooks:
+                hook.on_start(self)
+            while self.stop_reason is None:
+                self.run_step()
+            if self.step == start_step:
+                self.log(f"nothing to train: the run is at step {start_step} and "
+                         f"{self.stop_reason}; raise --train_steps or --max_train_seconds to "
+                         f"train longer")
+            for hook in self.hooks:
+                hook.on_end(self)
+            self.writer.flush()
+        return {"step": self.step, "start_step": start_step,
+                "train_bits_per_dim": self.hooks[1].last_bits, "stop_reason": self.stop_reason,
+                "skipped_updates": self.guard.skipped,
+                "recoveries": int(self.state.recoveries.numpy()),
+                "seconds": float(self.state.seconds.numpy()),
                 "checkpoint": self.manager.latest_checkpoint}
 
-    def _out_of_time(self, started):
-        """Whether the time budget is spent, decided by rank 0 so all replicas stop together."""
-        if not self.config.max_train_seconds:
-            return False
-        spent = time.time() - started >= self.config.max_train_seconds
-        return bool(self.replicas.broadcast(tf.constant(int(spent))).numpy())
-
-    def _progress(self, step, bits, rate, lr, started):
-        elapsed = time.time() - started
-        remaining_steps = self.config.train_steps - step
-        eta = remaining_steps * self.config.per_replica_batch_size * self.replicas.size / max(
-            rate, 1e-9)
-        if self.config.max_train_seconds:
-            eta = min(eta, max(self.config.max_train_seconds - elapsed, 0.0))
-        return (f"step {step:7d}  bits/dim {bits:.4f}  {rate:7.1f} images/s  lr {lr:.2e}  "
-                f"elapsed {elapsed / 60:5.1f} min  ETA {eta / 60:5.1f} min")
-
-    def _evaluate_and_sample(self, test_data, step):
-        result = evaluation.evaluate(self.model, test_data, seed=self.config.seed,
-                                     replicas=self.replicas,
-                                     max_batches=self.config.eval_max_batches or None)
-        self.log(f"step {step:7d}  test bits/dim {result.bits_per_dim:.4f} "
-                 f"± {result.standard_error:.4f} ({result.num_images} images)")
-        tf.summary.scalar("test/bits_per_dim", result.bits_per_dim, step=step)
+    def record(self, kind, **fields):
+        """Rank 0 appends ``{"kind": kind, **fields}`` to the run's metrics.jsonl."""
         if self.replicas.is_chief:
-            picture = sampling.sample_grid(self.model, self.config.num_samples,
-                                           self.config.sample_temperature, self.config.seed)
-            tf.summary.image(f"samples/temperature_{self.config.sample_temperature}",
-                             picture[tf.newaxis], step=step)
+            self.folder.append_metrics({"kind": kind, **fields})
 
-    def _data_options(self):
-        config, replicas = self.config, self.replicas
-        return dict(image_shape=self.model_config.image_shape, data_dir=config.data_dir,
-                    manual_dir=config.manual_dir, shard_index=replicas.rank,
-                    num_shards=replicas.size)
+    # ---- evaluation during training --------------------------------------------------------
 
-    def _init_batch(self):
-        """This replica's slice of the global init batch (``init_batch_size`` per replica)."""
-        with as_user_error():
-            init = data.train_dataset(
-                self.config.dataset, n_bits=self.model_config.n_bits,
-                per_replica_batch_size=self.config.init_batch_size, seed=self.config.seed,
-                augment_shift=0, shuffle_buffer=self.config.shuffle_buffer,
-                **self._data_options())
-        return next(iter(init))
-
-    def _datasets(self):
-        config = self.config
-        # A resumed run reshuffles from a seed that depends on its step, so it does not replay
-        # the data order of the run it continues.
-        with as_user_error():
-            train = data.train_dataset(
-                config.dataset, n_bits=self.model_config.n_bits,
-                per_replica_batch_size=config.per_replica_batch_size,
-                seed=config.seed + int(self.step.numpy()), augment_shift=config.augment_shift,
-                shuffle_buffer=config.shuffle_buffer, **self._data_options())
-            test = data.eval_dataset(config.dataset, batch_size=config.eval_batch_size,
-                                     **self._data_options())
-        return train, test
+    def evaluate_and_sample(self):
+        """Test bits/dim (and a sample grid on rank 0) with the weights the config names."""
+        use_average = self.average is not None and self.config.eval_weights == "ema"
+        with self.average.swapped_in() if use_average else contextlib.nullcontext():
+            result = evaluation.evaluate(self.model, self.test_data, seed=self.config.seed,
+                                         replicas=self.replicas,
+                                         max_batches=self.config.eval_max_batches or None)
+            picture = (sampling.sample_grid(self.model, self.config.num_samples,
+                                            self.config.sample_temperature, self.config.seed)
+                       if self.replicas.is_chief else None)
+        return result, picture, "ema" if use_average else "raw"
 
 
-def train(model_config, config, replicas=None, log=print):
+class _Snapshot:
+    """Copies of variables, taken and restored in place (the divergence guard's rollback)."""
+
+    def __init__(self, variables):
+        self._variables = list(variables)
+        with tf.init_scope():
+            self._copies = [tf.Variable(v, trainable=False) for v in self._variables]
+        self.step = None
+
+    def take(self, step):
+        for copy, variable in zip(self._copies, self._variables):
+            copy.assign(variable)
+        self.step = step
+
+    def restore(self):
+        for copy, variable in zip(self._copies, self._variables):
+            variable.assign(copy)
+
+
+class DivergenceGuard(Hook):
+    """Detects a diverging run and rolls it back to its newest healthy state.
+
+    Two triggers, evaluated identically on every replica (they see the same global loss):
+
+    * a **spike**: after ``warmup_steps``, the mean ``m`` of the last ``spike_window`` finite
+      losses exceeds the lowest such mean so far by more than ``spike_threshold`` bits/dim;
+    * ``max_consecutive_nonfinite`` non-finite losses in a row (each such update is skipped).
+
+    A trigger restores the newest snapshot (model, optimizer, weight average and step; taken at
+    the start, at every checkpoint, and every ``spike_window`` steps while ``m`` is within
+    ``spike_threshold / 2`` of its lowest value), multiplies the learning rate by
+    ``recovery_lr_factor`` for the rest of the run, and logs one line. After
+    ``max_recoveries`` recoveries the next trigger raises :class:`TrainingDiverged`; the newest
+    checkpoint is then the last healthy one, since :attr:`healthy` gates every checkpoint.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.losses = collections.deque(maxlen=config.spike_window)
+        self.lowest = math.inf
+        self.nonfinite_in_a_row = 0
+        self.skipped = 0
+        self.snapshot = None
+
+    @property
+    def running_mean(self):
+        return sum(self.losses) / len(self.losses) if self.losses else math.nan
+
+    @property
+    def healthy(self):
+        """No non-finite run, and the running mean within ``spike_threshold`` of its lowest."""
+        if self.nonfinite_in_a_row:
+            return False
+        return not (self._window_full and self._spiking(self.running_mean))
+
+    @property
+    def _window_full(self):
+        return len(self.losses) == self.config.spike_window
+
+    def _spiking(self, mean):
+        return self.config.spike_threshold > 0 and mean > self.lowest + self.config.spike_threshold
+
+    def on_start(self, trainer):
+        self.snapshot = _Snapshot(trainer.model.variables + trainer.optimizer.variables()
+                                  + (trainer.average.shadows if trainer.average else [])
+                                  + [trainer.state.step])
+        self.snapshot.take(trainer.step)
+
+    def on_checkpoint(self, trainer, path):
+        self.snapshot.take(trainer.step)
+
+    def after_step(self, trainer, result):
+        if not result.finite:
+            self.nonfinite_in_a_row += 1
+            self.skipped += 1
+            trainer.log(f"step {result.step}: non-finite loss ({result.loss}) or gradient norm "
+                        f"({result.grad_norm}); update skipped")
+            if self.nonfinite_in_a_row >= self.config.max_consecutive_nonfinite:
+                self._recover(trainer, f"{self.nonfinite_in_a_row} non-finite losses in a row")
+            return
+        self.nonfinite_in_a_row = 0
+        self.losses.append(result.loss)
+        if not self._window_full or result.step <= self.config.warmup_steps:
+            return
+        mean = self.running_mean
+        if self._spiking(mean):
+            self._recover(trainer, f"loss spike: mean of the last {len(self.losses)} steps "
+                                   f"{mean:.4f} bits/dim, lowest {self.lowest:.4f}")
+            return
+        self.lowest = min(self.lowest, mean)
+        if (result.step % self.config.spike_window == 0
+                and mean <= self.lowest + self.config.spike_threshold / 2):
+            self.snapshot.take(result.step)
+
+    def _recover(self, trainer, reason):
+        state, config = trainer.state, self.config
+        recoveries = int(state.recoveries.numpy())
+        if recoveries >= config.max_recoveries:
+            raise TrainingDiverged(
+                f"{reason} at step {trainer.step}, after {recoveries} recoveries "
+                f"(--max_recoveries={config.max_recoveries}); training stopped, the newest "
+                f"checkpoint {trainer.manager.latest_checkpoint} is the last healthy one: resume "
+                f"from it with a lower --learning_rate")
+        failed_step = trainer.step
+        self.snapshot.restore()
+        state.recoveries.assign_add(1)
+        state.lr_scale.assign(state.lr_scale * config.recovery_lr_factor)
+        self.losses.clear()
+        self.nonfinite_in_a_row = 0
+        trainer.log(f"step {failed_step}: {reason}; rolled back to step {self.snapshot.step}, "
+                    f"learning rate × {float(state.lr_scale.numpy()):g} (recovery "
+                    f"{recoveries + 1} of at most {config.max_recoveries})")
+        trainer.record("recovery", step=failed_step, rolled_back_to=self.snapshot.step,
+                       reason=reason, lr_scale=float(state.lr_scale.numpy()))
+
+
+class ProgressLog(Hook):
+    """Every ``log_every_steps`` steps (and at the end): one progress line, TensorBoard scalars
+    and a ``metrics.jsonl`` record of the steps since the last one (mean train bits/dim, the
+    median and largest gradient norm before clipping, learning rate, images/s)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.last_bits = math.nan
+
+    def on_start(self, trainer):
+        self._reset(trainer.step)
+        self._started = time.time()
+
+    def _reset(self, step):
+        self._window_start, self._from_step = time.time(), step
+        self._losses, self._norms = [], []
+
+    def after_step(self, trainer, result):
+        if result.finite:
+            self._losses.append(result.loss)
+            self._norms.append(result.grad_norm)
+        self._result = result
+        if result.step % self.config.log_every_steps == 0:
+            self._write(trainer)
+
+    def on_end(self, trainer):
+        if getattr(self, "_result", None) is not None and trainer.step != self._from_step:
+            self._write(trainer)
+
+    def _write(self, trainer):
+        result, now = self._result, time.time()
+        steps = trainer.step - self._from_step
+        global_batch = self.config.per_replica_batch_size * trainer.replicas.size
+        rate = max(steps, 0) * global_batch / max(now - self._window_start, 1e-9)
+        bits = sum(self._losses) / len(self._losses) if self._losses else math.nan
+        self.last_bits = bits
+        norms = sorted(self._norms) or [math.nan]
+        median_norm, max_norm = norms[len(norms) // 2], norms[-1]
+        recoveries = int(trainer.state.recoveries.numpy())
+        elapsed = now - self._started
+        eta = _eta(result)
+        trainer.log(f"step {trainer.step:7d}  bits/dim {bits:.4f}  {rate:7.1f} images/s  "
+                    f"lr {result.learning_rate:.2e}  elapsed {elapsed / 60:5.1f} min  "
+                    f"ETA {eta / 60:5.1f} min")
+        scalars = {"train/bits_per_dim": bits, "train/learning_rate": result.learning_rate,
+                   "train/gradient_norm": median_norm, "train/gradient_norm_max": max_norm,
+                   "train/images_per_second": rate, "train/recoveries": recoveries,
+                   "train/skipped_updates": trainer.guard.skipped}
+        for name, value in scalars.items():
+            tf.summary.scalar(name, value, step=trainer.step)
+        trainer.record("train", step=trainer.step, steps=steps, bits_per_dim=bits,
+                       learning_rate=result.learning_rate, grad_norm_median=median_norm,
+                       grad_norm_max=max_norm, images_per_second=rate,
+                       seconds=result.seconds, recoveries=recoveries,
+                       skipped_updates=trainer.guard.skipped)
+        self._reset(trainer.step)
+
+
+def _eta(result):
+    """Seconds left: the run's remaining progress at the rate of its progress so far."""
+    if result.progress <= 0:
+        return math.nan
+    return max(result.seconds / result.progress - result.seconds, 0.0)
+
+
+class PeriodicCheckpoint(Hook):
+    """A checkpoint every ``checkpoint_every_steps`` steps and at the end, only of a healthy state
+    (:attr:`Trainer.healthy`), so the newest checkpoint is never a diverged one."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def after_step(self, trainer, result):
+        if result.step % self.config.checkpoint_every_steps == 0 and trainer.healthy:
+            trainer.save()
+
+    def on_end(self, trainer):
+        if trainer.step != trainer.saved_step and trainer.healthy:
+            trainer.save()
+
+
+class PeriodicEvaluation(Hook):
+    """Test bits/dim and a sample grid every ``eval_every_steps`` steps (0: never)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def after_step(self, trainer, result):
+        every = self.config.eval_every_steps
+        if every and result.step % every == 0:
+            evaluated, picture, weights = trainer.evaluate_and_sample()
+            trainer.log(f"step {result.step:7d}  test bits/dim {evaluated.bits_per_dim:.4f} "
+                        f"± {evaluated.standard_error:.4f} ({evaluated.num_images} images, "
+                        f"{weights} weights)")
+            tf.summary.scalar("test/bits_per_dim", evaluated.bits_per_dim, step=result.step)
+            trainer.record("test", step=result.step, bits_per_dim=evaluated.bits_per_dim,
+                           standard_error=evaluated.standard_error,
+                           num_images=evaluated.num_images, weights=weights)
+            if picture is not None:
+                tf.summary.image(f"samples/temperature_{self.config.sample_temperature}",
+                                 picture[tf.newaxis], step=result.step)
+
+
+def train(run_config, workdir, replicas=None, log=print, hooks=()):
     """Build a :class:`Trainer` and run it; returns :meth:`Trainer.fit`'s summary."""
-    return Trainer(model_config, config, replicas, log).fit()
+    return Trainer(run_config, workdir, replicas, log, hooks).fit()

@@ -2,14 +2,15 @@
 
     horovodrun -np 2 --gloo python tests/horovod_worker.py train.py --workdir=... [flags]
 
-Runs the script as ``__main__``, unchanged; the library has no test hooks, so the probes wrap its
-classes from outside, and each is switched on by an environment variable:
+Runs the script unchanged: evaluate.py as ``__main__``; train.py through its own ``main`` with one
+more hook of the training loop (:class:`Probe`, a :class:`glow_nxn.training.Hook`) when a probe
+is asked for. Each probe is switched on by an environment variable:
 
 ``GLOW_TEST_RECORD_DIR``
     Each rank keeps ``<dir>/rank<r>.json`` up to date (after every step and at exit): its ``pid``;
-    ``digests``, the sha256 of every model and optimizer variable and the step, taken right after
-    ``Trainer.restore_or_initialise`` (after the broadcast: ``"start"``), at every
-    ``Trainer.save`` (``"step N"``) and after ``Trainer.fit`` (``"end"``); ``examples``, per
+    ``digests``, the sha256 of every variable the replicas share (model, optimizer, weight
+    average, progress), taken at the loop's start (after the broadcast: ``"start"``), at every
+    checkpoint (``"step N"``) and at its end (``"end"``); ``examples``, per
     completed training step the indices of the images it trained on, read from the images
     themselves (a dataset made by :func:`write_indexed_images`, whose image ``i`` has every pixel
     equal to ``i``); ``prepare_calls``, the ``(start, end)`` times of its calls of tfds's
@@ -21,6 +22,7 @@ classes from outside, and each is switched on by an environment variable:
     written its record (with ``died_at``, the time) if ``GLOW_TEST_RECORD_DIR`` is set.
 """
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -60,56 +62,40 @@ def image_indices(batch, n_bits):
 
 
 def digest(trainer):
-    """sha256 of the bytes of every model and optimizer variable and of the step."""
+    """sha256 of the bytes of every variable a replica shares with rank 0: model, optimizer,
+    weight average and progress."""
     hasher = hashlib.sha256()
-    for variable in trainer.model.variables + trainer.optimizer.variables() + [trainer.step]:
+    for variable in trainer.state_variables():
         hasher.update(np.ascontiguousarray(variable.numpy()).tobytes())
     return hasher.hexdigest()
 
 
-def wrap_trainer(die_at):
-    original_init = training.Trainer.__init__
-    original_restore = training.Trainer.restore_or_initialise
-    original_fit = training.Trainer.fit
-    original_save = training.Trainer.save
+class Probe(training.Hook):
+    """The records of the module docstring, taken through the training loop's hooks."""
 
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        step_fn = self._train_step
+    def __init__(self, die_at):
+        self.die_at = die_at
 
-        def probed_step(x):
-            if die_at is not None and RANK == die_at[0] and int(self.step.numpy()) + 1 == die_at[1]:
-                print(f"rank {RANK}: dying before step {die_at[1]}", flush=True)
-                RECORD["died_at"] = time.time()
-                write_record()
-                os._exit(3)
-            indices = image_indices(x.numpy(), self.model_config.n_bits)
-            outputs = step_fn(x)
-            RECORD["examples"].append(indices)  # a step that completed
+    def on_start(self, trainer):
+        RECORD["digests"]["start"] = digest(trainer)
+        write_record()
+
+    def after_step(self, trainer, result):
+        RECORD["examples"].append(image_indices(result.batch.numpy(),
+                                                trainer.model_config.n_bits))
+        write_record()
+        if self.die_at is not None and RANK == self.die_at[0] and \
+                result.step + 1 == self.die_at[1]:
+            print(f"rank {RANK}: dying before step {self.die_at[1]}", flush=True)
+            RECORD["died_at"] = time.time()
             write_record()
-            return outputs
+            os._exit(3)
 
-        self._train_step = probed_step
+    def on_checkpoint(self, trainer, path):
+        RECORD["digests"][f"step {trainer.step}"] = digest(trainer)
 
-    def restore_or_initialise(self, init_images):
-        step = original_restore(self, init_images)
-        RECORD["digests"]["start"] = digest(self)
-        return step
-
-    def save(self):
-        path = original_save(self)
-        RECORD["digests"][f"step {int(self.step.numpy())}"] = digest(self)
-        return path
-
-    def fit(self):
-        summary = original_fit(self)
-        RECORD["digests"]["end"] = digest(self)
-        return summary
-
-    training.Trainer.__init__ = init
-    training.Trainer.restore_or_initialise = restore_or_initialise
-    training.Trainer.save = save
-    training.Trainer.fit = fit
+    def on_end(self, trainer):
+        RECORD["digests"]["end"] = digest(trainer)
 
 
 def wrap_prepare():
@@ -139,8 +125,6 @@ def main():
     script, *args = sys.argv[1:]
     die_at = os.environ.get("GLOW_TEST_EXIT_AT_STEP")
     die_at = tuple(int(part) for part in die_at.split(":")) if die_at else None
-    if RECORD_DIR or die_at:
-        wrap_trainer(die_at)
     if RECORD_DIR:
         wrap_prepare()
         atexit.register(write_record)
@@ -148,7 +132,14 @@ def main():
         args = own_workdir(args)
     path = os.path.join(REPO, script)
     sys.argv = [path, *args]
-    runpy.run_path(path, run_name="__main__")
+    if script != "train.py" or not (RECORD_DIR or die_at):
+        runpy.run_path(path, run_name="__main__")
+        return
+    # train.py's own main, with the probe as one more hook of the loop.
+    import flags as project_flags
+
+    train_main = runpy.run_path(path, run_name="train_under_test")["main"]
+    project_flags.run(functools.partial(train_main, hooks=[Probe(die_at)]))
 
 
 if __name__ == "__main__":

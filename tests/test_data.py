@@ -59,7 +59,7 @@ def test_unknown_split_and_bad_shards_are_rejected():
 
 
 def test_image_shape_mismatch_names_the_fix():
-    with pytest.raises(ValueError, match=r"use image_shape=\(32, 32, 3\)"):
+    with pytest.raises(ValueError, match=r"cifar10 images are \(32, 32, 3\).*the cifar10 preset"):
         data.eval_dataset("cifar10", image_shape=MNIST_SHAPE, batch_size=2)
 
 

@@ -24,10 +24,11 @@ import types
 import numpy as np
 import pytest
 
-from glow_nxn import training, workdir
-from glow_nxn.distributed import Replicas
+from glow_nxn import training
+from glow_nxn.config import TrainConfig
+from glow_nxn.run_folder import RunFolder
 from horovod_worker import write_indexed_images
-from test_training import REPO, TINY_MNIST, run_script, script_env
+from test_support import REPO, TINY_MNIST, run_script, script_env
 
 HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 WORKER = os.path.join(REPO, "tests", "horovod_worker.py")
@@ -66,9 +67,9 @@ def progress(output):
 
 def max_weight_difference(run_a, run_b):
     """The largest |Δ| over all model variables of two runs' newest checkpoints."""
-    model_a, step_a, _ = workdir.load_trained_model(str(run_a))
-    model_b, step_b, _ = workdir.load_trained_model(str(run_b))
-    assert step_a == step_b
+    a, b = RunFolder(str(run_a)).load_model(), RunFolder(str(run_b)).load_model()
+    model_a, model_b = a.model, b.model
+    assert a.step == b.step
     # Same architecture, so the same variables in the same order (Keras numbers the names of a
     # second model in one process differently).
     assert [v.shape for v in model_a.variables] == [v.shape for v in model_b.variables]
@@ -83,7 +84,7 @@ def equivalence(tmp_path_factory, mnist_data_dir):
     root = tmp_path_factory.mktemp("equivalence")
     (root / "records").mkdir()
     common = [*TINY_MNIST, "--shuffle_buffer=1", "--seed=0", "--train_steps=5",
-              "--warmup_steps=2", "--log_every_steps=1", "--checkpoint_every_steps=5",
+              "--warmup_steps=2", "--lr_schedule=constant", "--log_every_steps=1", "--checkpoint_every_steps=5",
               "--eval_every_steps=1000"]
     # The 2-process run gets a data_dir that is not prepared yet: rank 0 has to prepare it.
     two = horovodrun("train.py", *common, f"--workdir={root / 'two'}",
@@ -152,7 +153,7 @@ FOLDER_RUN = ["--preset=mnist", "--steps_per_level=1", "--hidden_width=8",
               "--per_replica_batch_size=4", "--init_batch_size=8", "--shuffle_buffer=16",
               "--warmup_steps=1", "--log_every_steps=1", "--checkpoint_every_steps=3",
               "--eval_every_steps=3", "--eval_max_batches=1", "--eval_batch_size=16",
-              "--train_steps=6", "--scale_lr_by_workers"]
+              "--train_steps=6", "--scale_lr_by_workers", "--lr_schedule=constant"]
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +214,7 @@ def test_resume_under_horovodrun_continues_the_run(folder_runs):
     # Rank 0 restored the checkpoint of step 3 and rank 1 received it by broadcast: both hold
     # exactly the state (model, optimizer, step) the crashed run saved.
     assert resumed.records[0]["digests"]["start"] == crashed.records[0]["digests"]["step 3"]
-    _, step, _ = workdir.load_trained_model(str(folder_runs.run))
-    assert step == 6
+    assert RunFolder(str(folder_runs.run)).load_model().step == 6
 
 
 def test_only_rank_0_writes(folder_runs):
@@ -223,7 +223,8 @@ def test_only_rank_0_writes(folder_runs):
     # summaries, sample images) would be there.
     rank1_workdir = run.parent / "run.rank1"
     assert not rank1_workdir.exists() or not any(rank1_workdir.iterdir())
-    assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "summaries"]
+    assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "metrics.jsonl",
+                                       "summaries"]
     assert sorted(os.listdir(run / "checkpoints")) == [
         "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index",
         "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
@@ -236,16 +237,10 @@ def test_only_rank_0_writes(folder_runs):
                for name in events)
 
 
-class FourReplicas(Replicas):
-    size = 4
-
-
 def test_learning_rate_scales_with_workers_only_when_asked(folder_runs, equivalence):
     for scale, peak in ((False, 1e-3), (True, 4e-3)):
-        config = training.TrainConfig(workdir="unused", learning_rate=1e-3, warmup_steps=1,
-                                      scale_lr_by_workers=scale)
-        _, schedule = training.make_optimizer(config, FourReplicas())
-        assert float(schedule(0)) == pytest.approx(peak)
+        config = TrainConfig(learning_rate=1e-3, warmup_steps=1, scale_lr_by_workers=scale)
+        assert training.Schedule(config, num_replicas=4)(0, 0.0) == pytest.approx(peak)
     # The flag reaches the optimizer: 2 processes, past the warm-up, with and without it.
     assert {lr for _, lr in progress(folder_runs.resumed.result.stdout).values()} == {2e-3}
     assert {lr for _, lr in progress(equivalence.two.stdout).values()} == {1e-3}

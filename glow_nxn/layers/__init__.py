@@ -14,12 +14,15 @@ from glow_nxn.layers.periodic import PeriodicConv
 from glow_nxn.layers.shifted import ShiftedNxNConv
 
 # name -> factory(seed) of a fresh mixing layer; the seed makes random initial weights repeatable.
+# The names are glow_nxn.config.MIXING_NAMES (tests/test_model.py keeps the two in step).
 MIXINGS = {
     "reverse": lambda seed: ReversePermutation(),
     "shuffle": lambda seed: ShufflePermutation(seed=seed),
     "conv1x1": lambda seed: Invertible1x1Conv(seed=seed),
     "conv1x1_lu": lambda seed: Invertible1x1Conv(lu=True, seed=seed),
     "nxn": lambda seed: InvertibleNxNConv(seed=seed),
+    # The paper's shift followed by an LU-parametrised W (det W never 0, log|det W| in O(C)).
+    "nxn_lu": lambda seed: InvertibleNxNConv(lu=True, seed=seed),
     "shifted_nxn": lambda seed: ShiftedNxNConv(seed=seed),
     # Hoogeboom et al.'s flow step puts a 1×1 convolution before the emerging one (their code's
     # flow_permutation 3): EmergingConv starts near the identity and mixes no channels alone.

@@ -1,0 +1,144 @@
+"""Train the mnist preset for a budget, evaluate all 10,000 test images, compare with the floor.
+
+    python bench/mnist_budget.py --name=main_job --minutes=6
+    python bench/mnist_budget.py --name=ablation_constant_s1 --steps=1800 --seed=1 \\
+        -- --lr_schedule=constant
+
+Runs train.py (fresh processes, one CPU process) on MNIST for ``--minutes`` of training time or
+``--steps`` steps, with any train.py flags given after ``--``; then evaluate.py with the weight
+average and with the raw weights. It computes the independent-pixel floor from the data itself
+(glow_nxn/diagnostics.py), counts loss spikes in the run's metrics.jsonl (running mean of 50 steps
+more than 0.3 bits/dim above its running minimum, after the warm-up), prints one line, copies the
+evidence to ``docs/runs/<name>/`` (config.json, metrics.jsonl, both eval JSONs, run.json with the
+command, commit, machine and date) and adds a row to the table of docs/RESULTS.md. A run whose
+folder ``runs/budget/<name>`` exists is resumed, so the budget is the run's total.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import glow_nxn  # noqa: E402,F401  (selects tf-keras before TensorFlow is imported)
+import numpy as np  # noqa: E402
+
+from glow_nxn import data, diagnostics  # noqa: E402
+from glow_nxn.distributed import Replicas  # noqa: E402
+from glow_nxn.config import DataConfig  # noqa: E402
+
+RESULTS = os.path.join(REPO, "docs", "RESULTS.md")
+TABLE_END = "<!-- mnist_budget rows end -->"
+
+
+def split_images(split, data_dir=None):
+    dataset = data.evaluation_split(DataConfig(dataset="mnist", data_dir=data_dir), Replicas(),
+                                    image_shape=(28, 28, 1), batch_size=10_000, split=split)
+    return np.concatenate([batch["image"].numpy() for batch in dataset])
+
+
+def machine():
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next(line.split(":", 1)[1].strip() for line in handle
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def commit():
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                          capture_output=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "glow_nxn", "train.py",
+                            "flags.py", "evaluate.py"], cwd=REPO, text=True,
+                           capture_output=True).stdout.strip()
+    return head + ("+uncommitted" if dirty else "")
+
+
+def add_row(row):
+    with open(RESULTS) as handle:
+        text = handle.read()
+    if TABLE_END not in text:
+        raise SystemExit(f"{RESULTS} has no '{TABLE_END}' line to add the row before")
+    with open(RESULTS, "w") as handle:
+        handle.write(text.replace(TABLE_END, row + "\n" + TABLE_END))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the run's name (folder, docs row)")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="training time budget")
+    budget.add_argument("--steps", type=int, help="training steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--root", default=os.path.join(REPO, "runs", "budget"))
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--no_docs", action="store_true", help="print only; write no docs")
+    parser.add_argument("train_flags", nargs="*", help="more train.py flags, after --")
+    args = parser.parse_args()
+
+    workdir = os.path.join(args.root, args.name)
+    budget_flags = ([f"--max_train_seconds={args.minutes * 60}", "--train_steps=100000000"]
+                    if args.minutes else [f"--train_steps={args.steps}"])
+    data_flags = [f"--data_dir={args.data_dir}"] if args.data_dir else []
+    train = ["train.py", "--preset=mnist", "--dataset=mnist", f"--workdir={workdir}",
+             f"--seed={args.seed}", "--log_every_steps=10", "--eval_every_steps=0",
+             "--checkpoint_every_steps=500", *budget_flags, *data_flags, *args.train_flags]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    subprocess.run([sys.executable, *train], cwd=REPO, check=True)
+    evaluations = {}
+    for weights in ("ema", "raw"):
+        output = os.path.join(workdir, f"eval_{weights}.json")
+        subprocess.run([sys.executable, "evaluate.py", f"--workdir={workdir}", *data_flags,
+                        f"--weights={weights}", f"--output={output}", "--batch_size=1000"],
+                       cwd=REPO, check=True)
+        with open(output) as handle:
+            evaluations[weights] = json.load(handle)
+
+    floor = diagnostics.independent_pixel_bits_per_dim(split_images("train", args.data_dir),
+                                                       split_images("test", args.data_dir))
+    with open(os.path.join(workdir, "metrics.jsonl")) as handle:
+        records = [json.loads(line) for line in handle]
+    with open(os.path.join(workdir, "config.json")) as handle:
+        config = json.load(handle)
+    warmup = config["train"]["warmup_steps"]
+    spikes, recoveries = diagnostics.count_spikes(records, after_step=warmup)
+    train_records = [r for r in records if r["kind"] == "train"]
+    steps, seconds = train_records[-1]["step"], train_records[-1]["seconds"]
+    ema, raw = evaluations["ema"], evaluations["raw"]
+    summary = {
+        "name": args.name, "command": " ".join(["python", *train]), "commit": commit(),
+        "machine": machine(), "date": started.strftime("%Y-%m-%d"), "steps": steps,
+        "train_seconds": seconds, "independent_pixel_floor": floor, "spikes": spikes,
+        "recoveries": recoveries, "test_bits_per_dim_ema": ema["bits_per_dim"],
+        "test_bits_per_dim_raw": raw["bits_per_dim"], "standard_error": ema["standard_error"],
+        "flags": args.train_flags, "seed": args.seed}
+    print(f"{args.name}: {steps} steps in {seconds / 60:.1f} min; test bits/dim "
+          f"{ema['bits_per_dim']:.4f} ± {ema['standard_error']:.4f} (ema weights, "
+          f"{ema['weights']}), {raw['bits_per_dim']:.4f} (raw); independent-pixel floor "
+          f"{floor:.4f}; spikes {spikes}, recoveries {recoveries}", flush=True)
+    if args.no_docs:
+        return
+    evidence = os.path.join(REPO, "docs", "runs", args.name)
+    os.makedirs(evidence, exist_ok=True)
+    for name in ("config.json", "metrics.jsonl", "eval_ema.json", "eval_raw.json"):
+        shutil.copy(os.path.join(workdir, name), evidence)
+    with open(os.path.join(evidence, "run.json"), "w") as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    budget_text = f"{args.minutes:g} min" if args.minutes else f"{args.steps} steps"
+    add_row(f"| {args.name} | {' '.join(args.train_flags) or '(defaults)'} | {args.seed} | "
+            f"{budget_text} | {steps} | {ema['bits_per_dim']:.4f} ± {ema['standard_error']:.4f} "
+            f"| {raw['bits_per_dim']:.4f} | {floor:.4f} | {spikes} | {recoveries} | "
+            f"{summary['commit']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+r"""Yardsticks for a training run: the independent-pixel floor and loss-spike counting.
+
+**Independent pixels.** The simplest model of 8-bit images with no learning across pixels gives
+each pixel position ``p`` and value ``v`` the probability
+
+.. math::  P_p(v) = \frac{c_p(v) + \tfrac12}{N + 256 \cdot \tfrac12},
+
+``c_p(v)`` counting the ``N`` training images whose pixel ``p`` is ``v`` (add-½ smoothing, so an
+unseen value costs finitely many bits). Its test bits/dim is the mean over test images and
+positions of ``−log₂ P_p(x_p)``: a discrete code length, directly comparable with a flow's
+dequantised bits/dim (which bounds a discrete code length from above). A flow that scores worse
+than this floor has learnt less than per-pixel histograms.
+
+**Spikes.** From a run's ``metrics.jsonl`` train records (mean bits/dim over each logging window
+of ``steps`` steps), the running mean over the last ``window`` steps is compared with its lowest
+value so far; a spike is a stretch where it is more than ``threshold`` bits/dim above that lowest
+value, counted once per stretch, after ``after_step`` (the warm-up).
+"""
+import numpy as np
+
+
+def independent_pixel_bits_per_dim(train_images, test_images, smoothing=0.5):
+    """The floor of the module docstring: uint8 ``[N, ...]`` train and ``[M, ...]`` test images."""
+    train = np.asarray(train_images, np.uint8).reshape(len(train_images), -1)
+    test = np.asarray(test_images, np.uint8).reshape(len(test_images), -1)
+    positions = train.shape[1]
+    counts = np.zeros([positions, 256], np.float64)
+    np.add.at(counts, (np.broadcast_to(np.arange(positions), train.shape), train), 1.0)
+    log2_probability = np.log2(counts + smoothing) - np.log2(len(train) + 256 * smoothing)
+    return float(-np.mean(log2_probability[np.arange(positions), test]))
+
+
+def running_means(records, window=50):
+    """``[(step, mean bits/dim over the last ≥ window steps)]`` from train records (each the mean
+    of ``steps`` steps ending at ``step``), once a full window has been seen."""
+    means, recent = [], []
+    for record in records:
+        if record.get("kind") != "train" or not np.isfinite(record["bits_per_dim"]):
+            continue
+        recent.append((record["steps"], record["bits_per_dim"]))
+        while sum(steps for steps, _ in recent[1:]) >= window:
+            recent.pop(0)
+        covered = sum(steps for steps, _ in recent)
+        if covered >= window:
+            mean = sum(steps * bits for steps, bits in recent) / covered
+            means.append((record["step"], mean))
+    return means
+
+
+def count_spikes(records, window=50, threshold=0.3, after_step=0):
+    """Spikes (module docstring) in a run's train records, and recoveries the run logged.
+
+    Returns ``(spikes, recoveries)``: stretches of the running mean more than ``threshold`` above
+    its lowest value, after ``after_step``; and the number of ``recovery`` records (roll-backs
+    of the divergence guard, each a spike it caught).
+    """
+    spikes, lowest, inside = 0, np.inf, False
+    for step, mean in running_means(records, window):
+        if step <= after_step:
+            lowest = min(lowest, mean)
+            continue
+        if mean > lowest + threshold:
+            spikes += 0 if inside else 1
+            inside = True
+        else:
+            inside = False
+            lowest = min(lowest, mean)
+    recoveries = sum(1 for record in records if record.get("kind") == "recovery")
+    return spikes, recoveries
