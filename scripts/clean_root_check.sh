@@ -2,8 +2,8 @@
 # The Dockerfile's CPU stage on a clean root, where no Docker engine runs: debootstrap a minimal
 # Debian bookworm (what `FROM debian:bookworm` starts from), then in a chroot the stage's steps —
 # its system packages, the repository, ./install.sh — and a fast part of the test suite, with
-# real `horovodrun -np 2 --gloo` jobs. Not run in CI: it takes about 20 minutes on 2 cores, most
-# of them building Horovod. docs/DISTRIBUTED.md records a run.
+# real `horovodrun -np 2 --gloo` jobs. Not run in CI: it took 23 minutes on 2 cores shared with
+# other jobs, 14 of them in ./install.sh (building Horovod). docs/DISTRIBUTED.md records the run.
 #
 # Needs root (debootstrap, mount, chroot) and Linux; installs debootstrap with apt-get if missing.
 #   CLEAN_ROOT  the folder for the root (default: a new folder under /tmp), removed at the end
@@ -134,7 +134,8 @@ in_root apt-get update -q
 in_root apt-get install -y -q --no-install-recommends "${packages[@]}"
 in_root sh <<'EOF'
 echo "clean-root: $(python3.11 --version), $(g++ --version | head -1)"
-echo "clean-root: on PATH: cmake $(command -v cmake || echo none), pip $(command -v pip || echo none)"
+echo "clean-root: on PATH: cmake $(command -v cmake || echo none)," \
+  "pip $(command -v pip || echo none)"
 EOF
 stage_done "apt-get install ${packages[*]}"
 
