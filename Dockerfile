@@ -15,6 +15,7 @@
 ARG DEVICE=gpu
 ARG CUDA_VERSION=12.5.1
 ARG UBUNTU_VERSION=22.04
+ARG DEBIAN_VERSION=bookworm
 
 # GPU: the CUDA toolkit (nvcc and NCCL's headers, to build Horovod's NCCL operations) and cuDNN.
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU_VERSION} AS base-gpu
@@ -33,7 +34,9 @@ ENV HOROVOD_GPU=CUDA \
     HOROVOD_CUDA_HOME=/usr/local/cuda \
     HOROVOD_BUILD_CUDA_CC_LIST=${CUDA_CC_LIST}
 
-FROM ubuntu:${UBUNTU_VERSION} AS base-cpu
+# CPU: Debian bookworm, whose python3 is 3.11. scripts/clean_root_check.sh runs this stage's
+# steps in a chroot of a debootstrapped bookworm (docs/DISTRIBUTED.md has the result).
+FROM debian:${DEBIAN_VERSION} AS base-cpu
 
 # hadolint ignore=DL3006
 FROM base-${DEVICE}
@@ -45,9 +48,10 @@ LABEL org.opencontainers.image.title="glow_nxn" \
       glow_nxn.tensorflow="2.18.1" \
       glow_nxn.horovod="0.28.1"
 ARG DEBIAN_FRONTEND=noninteractive
-# Python 3.11 (setup.py's python_requires) is in Ubuntu 22.04's universe; g++ and make build
-# Horovod; openssh-client lets horovodrun start processes on other hosts (-H host1:4,host2:4).
-# Ubuntu's own versions, not pinned: they change with the archive's security updates.
+# Python 3.11 (setup.py's python_requires) is Debian bookworm's python3 and in Ubuntu 22.04's
+# universe, under the same package names; g++ and make build Horovod; openssh-client lets
+# horovodrun start processes on other hosts (-H host1:4,host2:4). The distribution's own
+# versions, not pinned: they change with the archive's security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
@@ -59,11 +63,12 @@ WORKDIR /glow_nxn
 # setup.py's pinned packages (constraints.txt) and builds Horovod against that TensorFlow.
 COPY install.sh setup.py constraints.txt pyproject.toml ./
 COPY glow_nxn/__init__.py glow_nxn/
-ENV GLOW_NXN_VENV=/opt/venv PYTHON=python3.11
+# The venv's bin/ on PATH before install.sh runs, as after: its horovodrun and python, and the
+# cmake it installs for Horovod's build (install.sh puts it first there too).
+ENV GLOW_NXN_VENV=/opt/venv PYTHON=python3.11 PATH=/opt/venv/bin:${PATH}
 RUN ./install.sh \
     && /opt/venv/bin/python -c "import horovod.tensorflow as hvd; \
 assert hvd.gloo_built(), 'Horovod was built without Gloo'; \
 assert '${DEVICE}' == 'cpu' or hvd.nccl_built(), 'Horovod was built without NCCL'"
 COPY . .
-ENV PATH=/opt/venv/bin:${PATH}
 CMD ["python", "train.py", "--helpshort"]

