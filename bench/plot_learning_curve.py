@@ -40,6 +40,9 @@ def main():
     parser.add_argument("--output", required=True)
     parser.add_argument("--global_batch", type=int, default=None)
     parser.add_argument("--title", default="glow_nxn, mnist preset, one 2-core CPU")
+    parser.add_argument("--floor", type=float, default=None,
+                        help="the independent-pixel floor to draw (bench/mnist_budget.py prints "
+                             "it; 1.689 on MNIST's test split)")
     args = parser.parse_args()
     with open(os.path.join(args.workdir, "config.json")) as handle:
         batch = args.global_batch or json.load(handle)["train"]["per_replica_batch_size"]
@@ -52,8 +55,12 @@ def main():
             axes.plot([s * batch for s, _ in points], [v for _, v in points], style, label=label,
                       markersize=4, linewidth=1)
     axes.axhline(1.05, linestyle=":", color="grey", linewidth=1)
-    axes.text(0, 1.06, "published: Glow 1.05, RealNVP 1.06", va="bottom", fontsize=8,
-              color="grey")
+    axes.text(0, 1.06, "published (FFJORD's Table 2): Glow 1.05, RealNVP 1.06", va="bottom",
+              fontsize=8, color="grey")
+    if args.floor is not None:
+        axes.axhline(args.floor, linestyle="--", color="firebrick", linewidth=1)
+        axes.text(0, args.floor + 0.01, f"independent pixels {args.floor:.3f}", va="bottom",
+                  fontsize=8, color="firebrick")
     axes.set_xlabel("training images seen")
     axes.set_ylabel("bits/dim")
     axes.set_ylim(0.9, 3.0)
