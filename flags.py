@@ -87,7 +87,8 @@ def define_train_flags():
                          "ActNorm init")
     flags.DEFINE_enum("optimizer", "adam", list(run_configs.OPTIMIZERS), "adam (the paper) or "
                       "adamax (Glow)")
-    flags.DEFINE_float("learning_rate", 1e-3, "peak learning rate")
+    flags.DEFINE_float("learning_rate", 3e-3, "peak learning rate (the paper: 1e-3, which its "
+                       "flagfiles in configs/ keep)")
     flags.DEFINE_boolean("scale_lr_by_workers", False, "multiply the learning rate by the "
                          "number of processes")
     flags.DEFINE_integer("warmup_steps", 200, "linear learning-rate warm-up, in steps")
@@ -96,8 +97,8 @@ def define_train_flags():
                       "constant: the paper's")
     flags.DEFINE_float("lr_floor", 0.0, "the cosine's final learning rate, as a fraction of "
                        "the peak")
-    flags.DEFINE_float("grad_clip_norm", 50.0, "clip gradients to this global norm (0: off)")
-    flags.DEFINE_float("ema_decay", 0.999, "decay of the weights' moving average that "
+    flags.DEFINE_float("grad_clip_norm", 100.0, "clip gradients to this global norm (0: off)")
+    flags.DEFINE_float("ema_decay", 0.995, "decay of the weights' moving average that "
                        "evaluation and sampling use (0: off)")
     flags.DEFINE_integer("train_steps", 100_000, "stop after this many steps; the cosine "
                          "schedule spans them")

@@ -182,13 +182,13 @@ class TrainConfig:
     per_replica_batch_size: int = 64
     init_batch_size: int = 256
     optimizer: str = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     scale_lr_by_workers: bool = False
     warmup_steps: int = 200
     lr_schedule: str = "cosine"
     lr_floor: float = 0.0
-    grad_clip_norm: float = 50.0
-    ema_decay: float = 0.999
+    grad_clip_norm: float = 100.0
+    ema_decay: float = 0.995
     train_steps: int = 100_000
     max_train_seconds: float = 0.0
     spike_threshold: float = 0.3

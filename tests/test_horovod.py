@@ -84,7 +84,7 @@ def equivalence(tmp_path_factory, mnist_data_dir):
     root = tmp_path_factory.mktemp("equivalence")
     (root / "records").mkdir()
     common = [*TINY_MNIST, "--shuffle_buffer=1", "--seed=0", "--train_steps=5",
-              "--warmup_steps=2", "--lr_schedule=constant", "--log_every_steps=1", "--checkpoint_every_steps=5",
+              "--warmup_steps=2", "--lr_schedule=constant", "--learning_rate=1e-3", "--log_every_steps=1", "--checkpoint_every_steps=5",
               "--eval_every_steps=1000"]
     # The 2-process run gets a data_dir that is not prepared yet: rank 0 has to prepare it.
     two = horovodrun("train.py", *common, f"--workdir={root / 'two'}",
@@ -153,7 +153,8 @@ FOLDER_RUN = ["--preset=mnist", "--steps_per_level=1", "--hidden_width=8",
               "--per_replica_batch_size=4", "--init_batch_size=8", "--shuffle_buffer=16",
               "--warmup_steps=1", "--log_every_steps=1", "--checkpoint_every_steps=3",
               "--eval_every_steps=3", "--eval_max_batches=1", "--eval_batch_size=16",
-              "--train_steps=6", "--scale_lr_by_workers", "--lr_schedule=constant"]
+              "--train_steps=6", "--scale_lr_by_workers", "--lr_schedule=constant",
+              "--learning_rate=1e-3"]
 
 
 @pytest.fixture(scope="module")

@@ -119,7 +119,8 @@ def test_schedule_warms_up_then_follows_the_cosine_to_the_floor():
     assert [round(schedule(t, 0.0), 9) for t in range(5)] == [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3]
     assert schedule(50, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
     assert schedule(99, 1.0) == pytest.approx(1e-4)
-    constant = training.Schedule(TrainConfig(warmup_steps=0, lr_schedule="constant"))
+    constant = training.Schedule(TrainConfig(learning_rate=1e-3, warmup_steps=0,
+                                             lr_schedule="constant"))
     assert constant(0, 0.0) == constant(10**6, 1.0) == pytest.approx(1e-3)
 
 
@@ -196,7 +197,8 @@ def test_clipping_bounds_the_applied_update(tmp_path):
     x = tf.random.stateless_uniform([8, 32, 32, 3], seed=[1, 2]) - 0.5
     changes = {}
     for clip in (0.0, 1e-9):
-        trainer = training.Trainer(tiny_run(grad_clip_norm=clip, ema_decay=0.0),
+        trainer = training.Trainer(tiny_run(grad_clip_norm=clip, ema_decay=0.0,
+                                            learning_rate=1e-3),
                                    str(tmp_path / str(clip)), log=quiet)
         trainer.model.data_dependent_init(x)
         before = [v.numpy().copy() for v in trainer.model.trainable_variables]
