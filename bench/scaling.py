@@ -69,7 +69,7 @@ def train(processes, args, data_dir, one_thread=False):
                    f"--workdir={run}", f"--data_dir={data_dir}",
                    f"--per_replica_batch_size={args.per_replica_batch_size}",
                    f"--train_steps={args.window + args.steps}",
-                   f"--log_every_steps={args.window}", "--eval_every_steps=1000000",
+                   f"--log_every_steps={args.window}", "--eval_every_steps=0",
                    "--checkpoint_every_steps=1000000"]
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
