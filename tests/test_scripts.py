@@ -10,7 +10,7 @@ import tensorflow as tf
 from glow_nxn import data, evaluation
 from glow_nxn.distributed import Replicas
 from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
-from test_support import TINY_MNIST, one_error_line, run_script
+from test_support import REPO, TINY_MNIST, one_error_line, run_script
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +198,18 @@ def test_corrupted_checkpoint_is_a_one_line_error(trained_mnist, tmp_path):
     (broken / "checkpoints" / shard).write_bytes(b"\0garbage" * 10)
     line = one_error_line(run_script("evaluate.py", f"--workdir={broken}", expect_ok=False))
     assert "cannot be read" in line
+
+
+def test_the_readme_python_example_runs_as_written(trained_mnist):
+    """The README's "From Python" block, run with its run folder pointed at a trained run."""
+    run, _ = trained_mnist
+    with open(os.path.join(REPO, "README.md")) as handle:
+        readme = handle.read()
+    block = readme.split("### From Python\n\n```python\n")[1].split("```")[0]
+    assert 'glow_nxn.load("runs/mnist")' in block
+    namespace = {}
+    exec(block.replace('"runs/mnist"', repr(str(run))), namespace)
+    assert namespace["samples"].shape == (4, 28, 28, 1)
+    assert np.all(np.isfinite(namespace["model"].bits_per_dim(
+        tf.zeros([2, 28, 28, 1], tf.uint8)).numpy()))
+    np.testing.assert_allclose(namespace["x"].numpy(), 0.0, atol=1e-4)
