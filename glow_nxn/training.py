@@ -156,8 +156,8 @@ class Trainer:
         self.manager = self.folder.checkpoint_manager(self.checkpoint, config.keep_checkpoints)
         self.schedule = Schedule(config, self.replicas.size)
         self._train_step = tf.function(self._step_fn, jit_compile=config.jit_compile)
-        self.guard = DivergenceGuard(config)
-        self.hooks = [self.guard, ProgressLog(config), PeriodicCheckpoint(config),
+        self.guard, self.progress_log = DivergenceGuard(config), ProgressLog(config)
+        self.hooks = [self.guard, self.progress_log, PeriodicCheckpoint(config),
                       PeriodicEvaluation(config), *hooks]
         self.stop_reason = None
         self.saved_step = None
@@ -332,7 +332,7 @@ class Trainer:
                 hook.on_end(self)
             self.writer.flush()
         return {"step": self.step, "start_step": start_step,
-                "train_bits_per_dim": self.hooks[1].last_bits, "stop_reason": self.stop_reason,
+                "train_bits_per_dim": self.progress_log.last_bits, "stop_reason": self.stop_reason,
                 "skipped_updates": self.guard.skipped,
                 "recoveries": int(self.state.recoveries.numpy()),
                 "seconds": float(self.state.seconds.numpy()),
