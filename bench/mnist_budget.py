@@ -91,7 +91,7 @@ def main():
     train = ["train.py", "--preset=mnist", "--dataset=mnist", f"--workdir={workdir}",
              f"--seed={args.seed}", "--log_every_steps=10", "--eval_every_steps=0",
              "--checkpoint_every_steps=500", *budget_flags, *data_flags, *args.train_flags]
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started, code = datetime.datetime.now(datetime.timezone.utc), commit()
     subprocess.run([sys.executable, *train], cwd=REPO, check=True)
     evaluations = {}
     for weights in ("ema", "raw"):
@@ -114,7 +114,7 @@ def main():
     steps, seconds = train_records[-1]["step"], train_records[-1]["seconds"]
     ema, raw = evaluations["ema"], evaluations["raw"]
     summary = {
-        "name": args.name, "command": " ".join(["python", *train]), "commit": commit(),
+        "name": args.name, "command": " ".join(["python", *train]), "commit": code,
         "machine": machine(), "date": started.strftime("%Y-%m-%d"), "steps": steps,
         "train_seconds": seconds, "independent_pixel_floor": floor, "spikes": spikes,
         "recoveries": recoveries, "test_bits_per_dim_ema": ema["bits_per_dim"],
