@@ -4,8 +4,9 @@
 
 Writes PNGs to <workdir>/samples (or --output_dir) and prints the reconstruction error: the max
 |x − decode(encode(x))| over test images, in 8-bit pixel units. The weights are the run's moving
-average when it has one (--weights=raw for the trained weights). Non-finite samples, latents or
-reconstructions are an error (exit 3), and nothing is written.
+average when it has one (--weights=raw for the trained weights). A broken model (non-finite
+latents or reconstructions of test images, or no finite sample at all) is an error (exit 3), and
+nothing is written; a few samples that overflow at high temperature are drawn black and counted.
 """
 import os
 
@@ -49,8 +50,11 @@ def main(argv):
     output_dir = FLAGS.output_dir or folder.samples_dir
     grids = sampling.sample_grids(loaded.model, temperatures, FLAGS.num_samples, FLAGS.seed)
     pictures = sampling.reconstructions(loaded.model, originals, FLAGS.interpolation_steps)
-    written = sampling.write_pngs({**grids, **pictures.images}, output_dir)
+    written = sampling.write_pngs({**grids.images, **pictures.images}, output_dir)
     print(f"checkpoint {loaded.checkpoint} (step {loaded.step}, {loaded.weights} weights)")
+    for temperature, count in grids.nonfinite.items():
+        print(f"warning: {count} of {FLAGS.num_samples} samples at temperature {temperature:g} "
+              f"overflowed in the inverse (not finite) and are drawn black")
     print(f"reconstruction: max |x - decode(encode(x))| = {pictures.error:.2e} pixel units over "
           f"{int(originals.shape[0])} test images")
     print("wrote " + ", ".join(written), flush=True)

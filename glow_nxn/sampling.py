@@ -1,8 +1,11 @@
 """What sample.py produces: sample grids by temperature, reconstructions, interpolations.
 
-Pictures are computed first and checked: a sample, latent or reconstruction that is not finite
-raises :class:`~glow_nxn.errors.TrainingDiverged` (a broken model is reported, not rendered);
-:func:`write_pngs` writes them only afterwards.
+Pictures are computed first and checked, and :func:`write_pngs` writes them only afterwards. A
+broken model is reported, not rendered: latents or reconstructions of test images that are not
+finite, or samples none of which is finite, raise :class:`~glow_nxn.errors.TrainingDiverged`.
+A model that is sound on data can still overflow in its inverse for a few latents drawn far out
+in the tails (at high temperature, early in training): those samples are drawn black and counted
+(:attr:`SampleGrids.nonfinite`), so the caller can say so.
 """
 import dataclasses
 import os
@@ -30,19 +33,36 @@ def sample_grid(model, num_samples, temperature, seed):
     return images.grid(objectives.to_uint8(samples, model.config.n_bits))
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleGrids:
+    """``images``: ``{"samples_t<T>.png": uint8 grid}``; ``nonfinite``: ``{T: count}`` of the
+    samples drawn black because they are not finite (only temperatures that had any)."""
+
+    images: dict
+    nonfinite: dict
+
+
 def sample_grids(model, temperatures, num_samples, seed):
-    """``{"samples_t<T>.png": grid}`` with one grid of ``num_samples`` samples per temperature.
+    """One grid of ``num_samples`` samples per temperature (a :class:`SampleGrids`).
 
     The same ``seed`` draws the same standard-normal latents at every temperature, so the grids
-    show one set of samples with every prior's standard deviation scaled.
+    show one set of samples with every prior's standard deviation scaled. TrainingDiverged if
+    no sample of any grid is finite.
     """
-    grids = {}
+    grids, nonfinite = {}, {}
     for temperature in temperatures:
         samples = model.sample(num_samples, temperature=temperature, seed=seed)
-        check_finite(f"samples at temperature {temperature}", samples)
+        finite = tf.reduce_all(tf.math.is_finite(tf.reshape(samples, [num_samples, -1])), axis=1)
+        bad = num_samples - int(tf.reduce_sum(tf.cast(finite, tf.int32)))
+        if bad:
+            nonfinite[temperature] = bad
+            samples = tf.where(finite[:, None, None, None], samples, -0.5)
         grids[f"samples_t{temperature:.2f}.png"] = images.grid(
             objectives.to_uint8(samples, model.config.n_bits))
-    return grids
+    if sum(nonfinite.values()) == num_samples * len(temperatures):
+        raise TrainingDiverged("the model's samples are not finite at any temperature: its "
+                               "weights are broken; use an older --checkpoint")
+    return SampleGrids(images=grids, nonfinite=nonfinite)
 
 
 def _encode_cell_centres(model, uint8_images):
