@@ -15,10 +15,11 @@ from glow_nxn.layers.shifted import offsets
 
 
 def built(layer, shape, seed=0):
-    """``layer`` built on ``shape`` and perturbed away from its start; returns ``(layer, x)``."""
+    """``layer`` built on a standard normal ``x`` of ``shape`` (drawn from ``seed``) and
+    perturbed away from its start (drawn from the test's seed); returns ``(layer, x)``."""
     x = tf.random.stateless_normal(shape, seed=[seed, 7])
     layer.forward(x)
-    flow_checks.perturb(layer.variables, seed=seed)
+    flow_checks.perturb(layer.variables)
     return layer, x
 
 
@@ -110,7 +111,8 @@ def test_periodic_equals_a_direct_circular_convolution(shape, kernel_size):
 @pytest.mark.parametrize("shape", [(1, 8, 6, 5), (1, 5, 7, 4)])
 def test_periodic_logdet_is_the_sum_of_log_det_over_all_frequencies(shape):
     """Against numpy's full 2-D FFT of the wrapped kernel and complex ``slogdet`` at each of the
-    H·W frequencies (the layer sums half the spectrum with multiplicities, on real 2C×2C forms)."""
+    H·W frequencies (the layer takes complex128 ``slogdet`` on the half spectrum ``v = 0..⌊W/2⌋``
+    only and counts twice each column whose conjugate lies in the other half)."""
     layer, x = built(PeriodicConv(seed=4), shape)
     kernel = layer.kernel.numpy().astype(np.float64)
     _, height, width, channels = shape
