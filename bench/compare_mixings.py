@@ -34,6 +34,7 @@ def run(args):
 
 
 def parameter_count(workdir):
+    """Every weight the run's model stores, trainable or fixed (Keras ``count_params``)."""
     return Glow(RunFolder(workdir).load_config().model).count_params()
 
 

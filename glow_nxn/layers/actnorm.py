@@ -11,6 +11,13 @@ class ActNorm(Bijector):
     Shapes: ``x, y: [B, H, W, C]``; parameters ``b, log_scale: [C]``, zero at construction
     (the identity). Log-det ``H·W·Σ_c log|s_c| = H·W·Σ_c log_scale_c`` per example.
 
+    The arithmetic is float32 whatever the input's dtype, and the output has the input's dtype:
+    inside a bfloat16 coupling network (:class:`~glow_nxn.layers.nn.CouplingNetwork`) the
+    convolution's output is rounded to bfloat16 once, here, after the affine map, as Keras'
+    BatchNormalization does under mixed precision. Computed in bfloat16, ``x + b`` would round
+    differently in a graph, where oneDNN fuses the add into the convolution before it, than
+    eagerly, and a model would give other values inside ``tf.function`` than outside.
+
     :meth:`data_dependent_init` sets ``b`` and ``s`` so that the output of the init batch is
     zero-mean and unit-variance per channel. It is called explicitly, or for every ActNorm of a
     model by one forward pass inside :func:`glow_nxn.layers.base.initialising`.
@@ -42,13 +49,12 @@ class ActNorm(Bijector):
         reducer = pending_init_reducer()
         if reducer is not None:
             self.data_dependent_init(x, reducer)
-        # Parameters are float32; inside a mixed-precision network x may be bfloat16.
-        y = (x + tf.cast(self.bias, x.dtype)) * tf.cast(tf.exp(self.log_scale), x.dtype)
-        return y, self._logdet(x)
+        y = (tf.cast(x, tf.float32) + self.bias) * tf.exp(self.log_scale)
+        return tf.cast(y, x.dtype), self._logdet(x)
 
     def _inverse(self, y):
-        x = y * tf.cast(tf.exp(-self.log_scale), y.dtype) - tf.cast(self.bias, y.dtype)
-        return x, -self._logdet(y)
+        x = tf.cast(y, tf.float32) * tf.exp(-self.log_scale) - self.bias
+        return tf.cast(x, y.dtype), -self._logdet(y)
 
     def _logdet(self, t):
         return batch_logdet(t, spatial_size(t) * tf.reduce_sum(self.log_scale))

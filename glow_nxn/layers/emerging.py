@@ -27,16 +27,18 @@ the authors use.) Padding is zero ("SAME"), so the border keeps the triangular s
 
 **Log-det.** ``H·W·Σ_c (log d¹_c + log d²_c)``. The diagonals are parametrised as
 ``d_c = exp(log_d_c)``, so they are never 0 and the layer is invertible for every parameter value
-(the authors' code learns ``d_c`` freely from 1 and takes ``log|d_c|``; ``log_d = 0`` is that
-start).
+(the authors' code learns ``d_c`` freely and takes ``log|d_c|``).
 
 **Parameters** (stored exactly, no masked-out entries): per convolution
 ``((r+1)² − 1)·C²`` off-centre taps + ``C(C−1)/2`` strictly triangular centre entries + ``C``
 log-diagonal; for both ``2((r+1)² − 1)·C² + C² + C`` = ``7C² + C`` for n = 3, against
 ``n²·C²`` = ``9C²`` for a standard convolution. There is no bias (ActNorm precedes every mixing
-layer). Off-centre entries start as ``N(0, init_scale²)`` with ``init_scale = 0.02`` (the authors'
-value), so the layer starts near the identity; the authors always put a 1×1 convolution before
-it (``glow_nxn.layers.MIXINGS["emerging"]`` does the same).
+layer). Every stored entry but the diagonal (the off-centre taps and the centre's strictly
+triangular entries) starts as ``N(0, init_scale²)`` with ``init_scale = 0.02``, and the diagonal
+at exactly 1 (``log_d = 0``), so the layer starts near the identity; the authors' code
+(``get_conv_weight_np``) draws every tap from ``N(0, 0.02²)`` and adds 1 on the centre's
+diagonal. The authors always put a 1×1 convolution before it
+(``glow_nxn.layers.MIXINGS["emerging"]`` does the same).
 
 **Inverse: a wavefront solve.** Pixel ``(i, j)`` of the causal system depends on pixels with a
 smaller ``i + j``, so all pixels of one anti-diagonal ``s = i + j`` can be solved at once from

@@ -43,14 +43,18 @@ class CouplingNetwork(keras.layers.Layer):
     :class:`ZeroConv2D` 3×3 (``out_channels``). The convolutions before an ActNorm carry no bias
     (the ActNorm's is enough). The last layer outputs zeros at construction, so the coupling that
     uses it starts as the identity.
+
+    Mixed precision (``compute_dtype="bfloat16"``): the two hidden convolutions compute in
+    bfloat16 from float32 weights (Keras' ``mixed_bfloat16`` policy), the ActNorms in float32
+    with one rounding of their output to bfloat16, and the last layer in float32 (Keras' advice:
+    keep the output layer in float32), so the coupling's shifts and log-scales, every log-det and
+    the flow itself are float32. bfloat16 has float32's range, so no loss scaling is needed.
+    Every bfloat16 rounding then sits between a convolution and the cast after it, where no graph
+    optimisation moves it: the network computes the same values eagerly and in ``tf.function``.
     """
 
     def __init__(self, out_channels, width, compute_dtype="float32", **kwargs):
         super().__init__(**kwargs)
-        # Mixed precision: with compute_dtype="bfloat16" the convolutions compute in bfloat16
-        # from float32 weights (Keras' "mixed_bfloat16" policy); the output is cast back to
-        # float32, so every log-det and the flow itself stay float32. bfloat16 has float32's
-        # range, so no loss scaling is needed.
         policy = "mixed_bfloat16" if compute_dtype == "bfloat16" else "float32"
         self.conv_in = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                                            kernel_initializer=_small_normal(), dtype=policy)
@@ -58,11 +62,11 @@ class CouplingNetwork(keras.layers.Layer):
         self.conv_hidden = keras.layers.Conv2D(width, 1, padding="same", use_bias=False,
                                                kernel_initializer=_small_normal(), dtype=policy)
         self.norm_hidden = ActNorm()
-        self.conv_out = ZeroConv2D(out_channels, dtype=policy)
+        self.conv_out = ZeroConv2D(out_channels, dtype="float32")
 
     def call(self, x):
         h, _ = self.norm_in.forward(self.conv_in(x))
         h = tf.nn.relu(h)
         h, _ = self.norm_hidden.forward(self.conv_hidden(h))
         h = tf.nn.relu(h)
-        return tf.cast(self.conv_out(h), tf.float32)
+        return self.conv_out(h)
