@@ -8,6 +8,8 @@ of images, and writes them as JSON (default: <workdir>/eval.json). The weights a
 moving average when it has one (--weights=raw for the trained weights). The dequantisation
 noise is a fixed function of --seed and each image's index, so the number is the same run after
 run and for any number of processes. A model whose bits/dim is not finite is an error (exit 3).
+Images of a folder dataset that cannot be decoded are skipped, named and counted (``skipped_images``
+in the JSON), or stop it with --on_bad_image=stop.
 """
 from absl import flags
 
@@ -36,6 +38,7 @@ def main(argv):
     data_config = project_flags.restored_data_config(loaded.run_config.data)
     with as_user_error():
         data.prepare_once(data_config, replicas)
+        skipped = data.bad_images(data_config, splits=("test",))
         test = data.evaluation_split(data_config, replicas,
                                      image_shape=loaded.model.config.image_shape,
                                      batch_size=FLAGS.batch_size)
@@ -47,11 +50,13 @@ def main(argv):
             f"non-finite bits/dim (first: image {result.worst[0][0]}); checkpoint "
             f"{loaded.checkpoint} is broken: evaluate an older one with --checkpoint")
     if replicas.is_chief:
+        for bad in skipped:
+            print(f"warning: skipping image {bad.path}: {bad.reason}")
         output = FLAGS.output or folder.eval_path
         write_json_atomically(output, {
             **result.summary(), "dataset": data_config.dataset, "checkpoint": loaded.checkpoint,
             "step": loaded.step, "weights": loaded.weights, "processes": replicas.size,
-            "seed": FLAGS.seed})
+            "seed": FLAGS.seed, "skipped_images": len(skipped)})
         print(f"test bits/dim {result.bits_per_dim:.4f} ± {result.standard_error:.4f} (standard "
               f"error) over {result.num_images} images of {data_config.dataset}, checkpoint "
               f"{loaded.checkpoint} (step {loaded.step}, {loaded.weights} weights); per image: "

@@ -62,8 +62,9 @@ def define_model_flags():
 
 
 def define_data_flags(for_training=True):
-    """--dataset, --data_dir, --manual_dir (evaluate.py and sample.py default them to the
-    training run's); for training also the stream's --shuffle_buffer and --augment_shift."""
+    """--dataset, --data_dir, --manual_dir, --on_bad_image (evaluate.py and sample.py default
+    them to the training run's); for training also the stream's --shuffle_buffer and
+    --augment_shift."""
     flags.DEFINE_string("dataset", None, "mnist, cifar10, imagenet32, imagenet64, "
                         "celeba_hq_256, or folder:<directory of PNG/JPEG images> (see "
                         "glow_nxn/data.py); default: the preset's dataset" if for_training else
@@ -71,6 +72,10 @@ def define_data_flags(for_training=True):
     flags.DEFINE_string("data_dir", None, "where tensorflow-datasets keeps prepared datasets")
     flags.DEFINE_string("manual_dir", None, "the folder of manually downloaded dataset files "
                         "(default for mnist: the repository's data/mnist)")
+    flags.DEFINE_enum("on_bad_image", "skip" if for_training else None,
+                      list(run_configs.ON_BAD_IMAGE), "a file of a folder: dataset that cannot "
+                      "be decoded: skip it (a warning names it) or stop with an error naming it"
+                      + ("" if for_training else "; default: the training run's"))
     if for_training:
         flags.DEFINE_integer("shuffle_buffer", 10_000, "examples in the shuffle buffer of the "
                              "training data (1: the stored order)")
@@ -158,8 +163,10 @@ def run_config():
 
 
 def restored_data_config(saved):
-    """The training run's DataConfig ``saved`` with --dataset/--data_dir/--manual_dir applied."""
-    given = {name: getattr(FLAGS, name) for name in ("dataset", "data_dir", "manual_dir")
+    """The training run's DataConfig ``saved`` with --dataset/--data_dir/--manual_dir/--on_bad_image
+    applied."""
+    given = {name: getattr(FLAGS, name)
+             for name in ("dataset", "data_dir", "manual_dir", "on_bad_image")
              if getattr(FLAGS, name)}
     with as_user_error():
         return dataclasses.replace(saved, **given)

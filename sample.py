@@ -42,6 +42,8 @@ def main(argv):
     loaded = folder.load_model(FLAGS.checkpoint, FLAGS.weights)
     data_config = project_flags.restored_data_config(loaded.run_config.data)
     with as_user_error():
+        for bad in data.bad_images(data_config, splits=("test",)):
+            print(f"warning: skipping image {bad.path}: {bad.reason}")
         test = data.evaluation_split(data_config, Replicas(),
                                      image_shape=loaded.model.config.image_shape,
                                      batch_size=FLAGS.num_reconstructions)

@@ -27,7 +27,8 @@ def main(argv, hooks=()):
     if replicas.is_chief:
         print(f"finished at step {summary['step']} ({summary['stop_reason']}): train bits/dim "
               f"{summary['train_bits_per_dim']:.4f}, {summary['recoveries']} recoveries, "
-              f"checkpoint {summary['checkpoint']}", flush=True)
+              f"{summary['skipped_images']} unreadable images skipped, checkpoint "
+              f"{summary['checkpoint']}", flush=True)
 
 
 if __name__ == "__main__":

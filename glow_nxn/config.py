@@ -24,6 +24,8 @@ NETWORK_DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adam", "adamax")
 LR_SCHEDULES = ("cosine", "constant")
 WEIGHTS = ("ema", "raw")
+# What a folder dataset does with a file it cannot decode (glow_nxn/data.py).
+ON_BAD_IMAGE = ("skip", "stop")
 MAX_SEED = 2**31 - 1
 
 
@@ -143,6 +145,8 @@ class DataConfig:
       manual_dir: the folder of manually downloaded files a dataset is prepared from.
       shuffle_buffer: examples in the training stream's shuffle buffer (1: the stored order).
       augment_shift: random-shift augmentation of training images by up to this many pixels.
+      on_bad_image: what a ``folder:`` dataset does with a file it cannot read or decode:
+        ``skip`` it (named in a warning and counted) or ``stop`` the run with an error naming it.
     """
 
     dataset: str = "mnist"
@@ -150,6 +154,7 @@ class DataConfig:
     manual_dir: str = None
     shuffle_buffer: int = 10_000
     augment_shift: int = 0
+    on_bad_image: str = "skip"
 
     def __post_init__(self):
         if not (isinstance(self.dataset, str) and self.dataset):
@@ -157,6 +162,7 @@ class DataConfig:
                              f"{self.dataset!r}")
         check_positive_int("shuffle_buffer", self.shuffle_buffer)
         check_int("augment_shift", self.augment_shift, minimum=0)
+        check_choice("on_bad_image", self.on_bad_image, ON_BAD_IMAGE)
 
 
 @dataclasses.dataclass(frozen=True)

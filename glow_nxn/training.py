@@ -23,7 +23,8 @@ whole run, summed over resumptions). Rank 0's clock decides: its seconds are bro
 
 **The loop** (:meth:`Trainer.fit`)::
 
-    start:  prepare data (rank 0) → resume from the newest checkpoint, or data-dependent init
+    start:  prepare data (rank 0), name the images it skips → resume from the newest checkpoint,
+            or data-dependent init
             → one broadcast of model, optimizer, average and progress from rank 0 → hooks.on_start
     repeat: stop if train_steps or the time budget is reached, or a hook asked to
             → one step (above) → hooks.after_step(result)
@@ -308,6 +309,11 @@ class Trainer:
         config, replicas = self.config, self.replicas
         with as_user_error():
             data.prepare_once(self.data_config, replicas)
+            skipped = data.bad_images(self.data_config)
+        for bad in skipped:
+            self.log(f"warning: skipping image {bad.path}: {bad.reason}")
+        if skipped:
+            self.record("data", skipped_images=len(skipped), paths=[b.path for b in skipped])
         start_step = self.restore_or_initialise(self._init_batch)
         train_data, self.test_data = self._datasets()
         if replicas.is_chief:
@@ -320,6 +326,7 @@ class Trainer:
         self._iterator = iter(train_data)
         self._clock_start, self._seconds_at_start = time.time(), float(self.state.seconds.numpy())
         with self.writer.as_default():
+            tf.summary.scalar("data/skipped_images", len(skipped), step=start_step)
             for hook in self.hooks:
                 hook.on_start(self)
             while self.stop_reason is None:
@@ -333,7 +340,7 @@ class Trainer:
             self.writer.flush()
         return {"step": self.step, "start_step": start_step,
                 "train_bits_per_dim": self.progress_log.last_bits, "stop_reason": self.stop_reason,
-                "skipped_updates": self.guard.skipped,
+                "skipped_updates": self.guard.skipped, "skipped_images": len(skipped),
                 "recoveries": int(self.state.recoveries.numpy()),
                 "seconds": float(self.state.seconds.numpy()),
                 "checkpoint": self.manager.latest_checkpoint}

@@ -34,6 +34,7 @@ def copy_of(run, tmp_path):
 def test_train_script_on_real_mnist(trained_mnist):
     run, result = trained_mnist
     assert "finished at step 4 (train_steps reached)" in result.stdout
+    assert "0 unreadable images skipped" in result.stdout
     assert "test bits/dim" in result.stdout
     assert (run / "checkpoints" / "ckpt-4.index").exists()
     kinds = [json.loads(line)["kind"] for line in open(run / "metrics.jsonl")]

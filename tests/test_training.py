@@ -1,5 +1,6 @@
 """The training loop (glow_nxn/training.py): the step, the recipe, the hooks, resumption and
 divergence, in process on mocked CIFAR-10 and real MNIST."""
+import dataclasses
 import json
 import math
 
@@ -109,6 +110,30 @@ def test_training_lowers_the_loss(tmp_path, mnist_data_dir):
     training.train(run, str(tmp_path), log=quiet)
     bits = [r["bits_per_dim"] for r in metrics(tmp_path) if r["kind"] == "train"]
     assert len(bits) == 6 and bits[-1] < bits[0] - 0.5, bits
+
+
+def test_undecodable_images_are_named_counted_and_skipped_or_stop_the_run(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(8):
+        (images / f"{index}.png").write_bytes(
+            tf.io.encode_png(tf.fill([28, 28, 1], tf.constant(index, tf.uint8))).numpy())
+    (images / "4b.png").write_bytes(b"\x89PNG truncated")
+    data = DataConfig(dataset=f"folder:{images}", shuffle_buffer=8)
+    run = tiny_run(preset("mnist", steps_per_level=1, hidden_width=8), data=data,
+                   per_replica_batch_size=4, init_batch_size=4, train_steps=2)
+    lines = []
+    summary = training.train(run, str(tmp_path / "run"), log=lines.append)
+    assert summary["skipped_images"] == 1 and summary["step"] == 2
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == [f"warning: skipping image {images / '4b.png'}: Unknown image file "
+                        f"format. One of JPEG, PNG, GIF, BMP required."]
+    assert [r for r in metrics(tmp_path / "run") if r["kind"] == "data"] == [
+        {"kind": "data", "skipped_images": 1, "paths": [str(images / "4b.png")]}]
+    stop = dataclasses.replace(run, data=dataclasses.replace(data, on_bad_image="stop"))
+    with pytest.raises(UserError, match="4b.png cannot be decoded: Unknown image file format"):
+        training.train(stop, str(tmp_path / "stopped"), log=quiet)
+    assert not (tmp_path / "stopped").exists()
 
 
 # ---- the recipe: schedule, clipping, weight average --------------------------------------------
