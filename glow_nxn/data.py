@@ -63,7 +63,6 @@ Pipelines:
 import dataclasses
 import functools
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -71,6 +70,7 @@ import tensorflow_datasets as tfds
 
 import glow_nxn
 from glow_nxn import objectives
+from glow_nxn.errors import first_line
 
 SPLITS = ("train", "test")
 FOLDER_PREFIX = "folder:"
@@ -449,9 +449,7 @@ def _why_not_decodable(path):
     try:
         _decode_rgb(tf.constant(path))
     except tf.errors.OpError as error:
-        message = re.sub(r"\{\{.*?\}\}\s*", "", error.message)
-        message = re.sub(r"\s*\[Op:.*", "", message, flags=re.DOTALL).strip()
-        return message.splitlines()[0] if message else type(error).__name__
+        return first_line(error)
     return "it failed once and then decoded: an unreliable read"
 
 

@@ -6,12 +6,16 @@ error                      exit code  meaning
 :class:`UserError`         2          bad input (a flag, a path, a dataset, a checkpoint)
 :class:`TrainingDiverged`  3          training diverged past its recoveries, or a trained
                                       model's numbers are not finite
+:class:`WriteFailed`       74         a file of the run could not be written (a full disk,
+                                      no permission); what was written before is intact
+                                      (74 is sysexits.h's ``EX_IOERR``)
 =========================  =========  ====================================================
 
 ``flags.run`` prints ``<script>: error: <message>`` and exits with the code; anything else is a
 bug and keeps its traceback.
 """
 import contextlib
+import re
 
 
 class GlowError(Exception):
@@ -32,6 +36,12 @@ class TrainingDiverged(GlowError):
     exit_code = 3
 
 
+class WriteFailed(GlowError):
+    """A file of the run could not be written; the message names it and what is still intact."""
+
+    exit_code = 74
+
+
 @contextlib.contextmanager
 def as_user_error():
     """Re-raise a ValueError (the library's answer to a bad argument) as a :class:`UserError`.
@@ -43,3 +53,13 @@ def as_user_error():
         yield
     except ValueError as error:
         raise UserError(str(error)) from error
+
+
+def first_line(error):
+    """The first line of an exception's message, without TensorFlow's decorations (the
+    ``{{function_node ...}}`` prefix and ``[Op:...]`` suffix of an op's error), for one-line
+    reports of what went wrong underneath."""
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{.*?\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:.*", "", text, flags=re.DOTALL).strip()
+    return text.splitlines()[0] if text else type(error).__name__

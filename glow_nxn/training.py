@@ -182,17 +182,21 @@ class Trainer:
         """Resume from the newest checkpoint, or data-dependent init from ``init_images()``.
 
         Returns the step to start from. Rank 0 decides whether there is a checkpoint and reads
-        it; every replica then takes rank 0's state in one broadcast (no shared file system
-        needed). ``init_images`` is called only for a fresh run, on every replica, and returns
-        that replica's slice of the global init batch; every ActNorm moment is averaged across
-        replicas (``replicas.mean``), so the init is that of the whole global batch.
+        the newest it can (setting aside newer ones it cannot read:
+        :meth:`RunFolder.restore_newest`); every replica then takes rank 0's state in one
+        broadcast (no shared file system needed). ``init_images`` is called only for a fresh
+        run, on every replica, and returns that replica's slice of the global init batch; every
+        ActNorm moment is averaged across replicas (``replicas.mean``), so the init is that of
+        the whole global batch.
         """
-        latest = self.manager.latest_checkpoint if self.replicas.is_chief else None
+        latest = None
+        if self.replicas.is_chief:
+            latest = self.folder.restore_newest(self.checkpoint, self.log)
+            # The manager read the index when it was built; it may have changed since.
+            self.manager = self.folder.checkpoint_manager(self.checkpoint,
+                                                          self.config.keep_checkpoints)
         resuming = bool(self.replicas.broadcast(tf.constant(int(latest is not None))).numpy())
-        if resuming:
-            if self.replicas.is_chief:
-                self.folder.restore(self.checkpoint, latest)
-        else:
+        if not resuming:
             self.model.data_dependent_init(init_images(), reduce_mean=self.replicas.mean)
             if self.average is not None:
                 self.average.reset()
@@ -296,8 +300,9 @@ class Trainer:
         return self.guard.healthy
 
     def save(self):
-        """Rank 0 writes a checkpoint of the current step; every replica runs the hooks."""
-        path = self.manager.save(checkpoint_number=self.state.step) \
+        """Rank 0 writes a checkpoint of the current step; every replica runs the hooks.
+        :class:`~glow_nxn.errors.WriteFailed` (on rank 0) if it cannot be written."""
+        path = self.folder.save_checkpoint(self.manager, self.step) \
             if self.replicas.is_chief else None
         self.saved_step = self.step
         for hook in self.hooks:

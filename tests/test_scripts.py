@@ -1,7 +1,9 @@
 """train.py, evaluate.py and sample.py as a user runs them, on the real MNIST files."""
 import json
 import os
+import resource
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -214,3 +216,23 @@ def test_the_readme_python_example_runs_as_written(trained_mnist):
     assert np.all(np.isfinite(namespace["model"].bits_per_dim(
         tf.zeros([2, 28, 28, 1], tf.uint8)).numpy()))
     np.testing.assert_allclose(namespace["x"].numpy(), 0.0, atol=1e-4)
+
+
+def limit_file_size_to_20kb():
+    """In the child: a write past 20 kB into one file fails with EFBIG, as on a full disk (a
+    tiny MNIST checkpoint's data file is 43 kB)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(
+        resource.RLIMIT_FSIZE)[1]))
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_74(tmp_path, mnist_data_dir):
+    result = run_script("train.py", *TINY_MNIST, f"--workdir={tmp_path / 'run'}",
+                        f"--data_dir={mnist_data_dir}", "--train_steps=2",
+                        "--per_replica_batch_size=8", "--init_batch_size=8",
+                        "--eval_every_steps=0", expect_ok=False,
+                        preexec_fn=limit_file_size_to_20kb)
+    line = one_error_line(result, code=74)
+    assert line.startswith("train.py: error: checkpoint of step 2 could not be written"), line
+    assert "File too large" in line and "there is no earlier checkpoint" in line
+    assert os.listdir(tmp_path / "run" / "checkpoints") == []

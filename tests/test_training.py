@@ -1,8 +1,13 @@
 """The training loop (glow_nxn/training.py): the step, the recipe, the hooks, resumption and
 divergence, in process on mocked CIFAR-10 and real MNIST."""
+import contextlib
 import dataclasses
 import json
 import math
+import resource
+import shutil
+import signal
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,7 +16,7 @@ import tensorflow as tf
 from glow_nxn import training
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.config import DataConfig, RunConfig, TrainConfig, preset
-from glow_nxn.errors import TrainingDiverged, UserError
+from glow_nxn.errors import TrainingDiverged, UserError, WriteFailed
 from glow_nxn.run_folder import RunFolder
 from test_support import TINY_CIFAR, tiny_run
 
@@ -338,6 +343,104 @@ def test_divergence_past_the_recoveries_stops_with_the_last_healthy_checkpoint(t
     loaded = RunFolder(str(tmp_path)).load_model()
     assert loaded.step == 4
     assert all(np.all(np.isfinite(v.numpy())) for v in loaded.model.variables)
+
+
+# ---- faults: unreadable and unwritable checkpoints ----------------------------------------------
+
+def damage(run, name):
+    """Overwrite the data file of checkpoint ``name`` of ``run`` with garbage."""
+    for path in (run / "checkpoints").glob(f"{name}.data-*"):
+        path.write_bytes(b"\0garbage" * 10)
+
+
+def test_an_unreadable_newest_checkpoint_is_set_aside_and_the_one_before_resumed(
+        tmp_path, mocked_tfds):
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=4), str(tmp_path), log=quiet)
+        damage(tmp_path, "ckpt-4")
+        lines = []
+        summary = training.train(tiny_run(train_steps=6), str(tmp_path), log=lines.append)
+    unreadable = tmp_path / "checkpoints" / "unreadable"
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"ckpt-4 cannot be read" in warnings[0], lines
+    assert f"moved to {unreadable}" in warnings[0]
+    assert any(line.startswith("resumed from") and line.endswith("ckpt-2 at step 2")
+               for line in lines), lines
+    assert summary["start_step"] == 2 and summary["step"] == 6
+    assert sorted(p.name for p in unreadable.iterdir()) == ["ckpt-4.data-00000-of-00001",
+                                                            "ckpt-4.index"]
+    # A new ckpt-4 was trained and written; the index names ckpt-2, 4 and 6, all readable.
+    state = tf.train.get_checkpoint_state(str(tmp_path / "checkpoints"))
+    assert [p.rsplit("/", 1)[1] for p in state.all_model_checkpoint_paths] == [
+        "ckpt-2", "ckpt-4", "ckpt-6"]
+    for name in ("ckpt-2", "ckpt-4", "ckpt-6"):
+        assert RunFolder(str(tmp_path)).load_model(name).step == int(name[5:])
+
+
+def test_when_no_checkpoint_can_be_read_the_resume_stops_and_moves_nothing(tmp_path,
+                                                                          mocked_tfds):
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=2), str(tmp_path), log=quiet)
+        damage(tmp_path, "ckpt-2")
+        before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+        with pytest.raises(UserError, match="none of the 1 checkpoints in .* can be read"):
+            training.train(tiny_run(train_steps=4), str(tmp_path), log=quiet)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+@contextlib.contextmanager
+def file_size_limit(num_bytes, _):
+    """Writes past ``num_bytes`` into one file fail (EFBIG; SIGXFSZ ignored) while it lasts."""
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (num_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@contextlib.contextmanager
+def full_disk(num_bytes, run):
+    """``run`` moved onto a tmpfs with ``num_bytes`` more room than it holds (ENOSPC past it);
+    needs the right to mount (root), else the test is skipped."""
+    used = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    disk = run.parent / "disk"
+    disk.mkdir()
+    pages = (used + num_bytes) // 4096 + 8  # + the pages of small files and directories
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={pages * 4096}", "tmpfs",
+                              str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        shutil.copytree(run, disk / "run")
+        shutil.rmtree(run)
+        run.symlink_to(disk / "run")
+        yield
+        run.unlink()
+        shutil.copytree(disk / "run", run)
+    finally:
+        # Lazily: the run's TensorBoard writer may still hold its event file open.
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("limit", [file_size_limit, full_disk])
+def test_a_checkpoint_that_cannot_be_written_ends_the_run_and_keeps_the_one_before(
+        limit, tmp_path, mocked_tfds):
+    run = tmp_path / "run"
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=2), str(run), log=quiet)
+        data_file = next((run / "checkpoints").glob("ckpt-2.data-*"))
+        with limit(data_file.stat().st_size // 2, run):
+            with pytest.raises(WriteFailed, match=r"checkpoint of step 4 could not be written "
+                               r".*\(.*(File too large|No space left on device)\); the newest "
+                               r"checkpoint, \S+/ckpt-2, is intact"):
+                training.train(tiny_run(train_steps=6), str(run), log=quiet)
+    # No partial files of ckpt-4; ckpt-2 is the newest and loads.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+    assert RunFolder(str(run)).load_model().step == 2
 
 
 def test_workdir_of_another_model_is_refused(tmp_path, mocked_tfds):
