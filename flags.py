@@ -183,6 +183,14 @@ def _named_datasets():
     return DATASETS
 
 
+def exit_now(error):
+    """Print a :class:`GlowError` as :func:`run` does and end the process at once, skipping the
+    interpreter's shutdown (``os.write`` and ``os._exit`` take no lock, so any thread may call
+    it)."""
+    os.write(2, f"{os.path.basename(sys.argv[0])}: {error.label}: {error}\n".encode())
+    os._exit(error.exit_code)
+
+
 def run(main):
     """``absl.app.run(main)``, with an expected failure (:class:`GlowError`: a user's mistake, a
     diverged run) printed as one line and its exit code (glow_nxn/errors.py)."""
@@ -196,7 +204,7 @@ def run(main):
                 raise UserError(f"unexpected arguments {argv[1:]}; every option is a --flag")
             return main(argv)
         except GlowError as error:
-            print(f"{script}: error: {error}", file=sys.stderr)
+            print(f"{script}: {error.label}: {error}", file=sys.stderr, flush=True)
             sys.exit(error.exit_code)
 
     def parse(argv):

@@ -9,10 +9,14 @@ error                      exit code  meaning
 :class:`WriteFailed`       74         a file of the run could not be written (a full disk,
                                       no permission); what was written before is intact
                                       (74 is sysexits.h's ``EX_IOERR``)
+:class:`Preempted`         75         stopped by SIGTERM or SIGINT after a checkpoint; the
+                                      same command resumes (``EX_TEMPFAIL``: try again)
 =========================  =========  ====================================================
 
-``flags.run`` prints ``<script>: error: <message>`` and exits with the code; anything else is a
-bug and keeps its traceback.
+``flags.run`` prints ``<script>: <label>: <message>`` (the label is ``error``, or ``stopped``
+for :class:`Preempted`) and exits with the code; anything else is a bug and keeps its traceback.
+Under horovodrun the job's own exit code is 1 whatever its processes' codes; it prints the first
+failing process's code (``Exit code: 75``).
 """
 import contextlib
 import re
@@ -22,6 +26,7 @@ class GlowError(Exception):
     """An expected way for a run to fail; its message names the problem and the fix."""
 
     exit_code = 1
+    label = "error"
 
 
 class UserError(GlowError):
@@ -40,6 +45,13 @@ class WriteFailed(GlowError):
     """A file of the run could not be written; the message names it and what is still intact."""
 
     exit_code = 74
+
+
+class Preempted(GlowError):
+    """Training stopped on a signal, after a checkpoint: not a failure, a pause."""
+
+    exit_code = 75
+    label = "stopped"
 
 
 @contextlib.contextmanager

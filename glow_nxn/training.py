@@ -31,9 +31,17 @@ whole run, summed over resumptions). Rank 0's clock decides: its seconds are bro
     end:    hooks.on_end (last progress line, last checkpoint) → summary
 
 Everything but the step itself is a :class:`Hook`: the :class:`DivergenceGuard` (spike and
-non-finite-loss recovery), :class:`ProgressLog` (progress lines, TensorBoard, metrics.jsonl),
-:class:`PeriodicCheckpoint` and :class:`PeriodicEvaluation`, in that order, then any hooks the
-caller adds. Only rank 0 writes (checkpoints, config.json, summaries, metrics).
+non-finite-loss recovery), :class:`ProgressLog` (progress lines, TensorBoard, metrics.jsonl) and
+:class:`PeriodicCheckpoint`, in that order, then any hooks the caller adds, then
+:class:`PeriodicEvaluation`, which is skipped once a hook has asked the run to stop (it can take
+minutes; a run that was told to stop should stop). Only rank 0 writes (checkpoints, config.json,
+summaries, metrics).
+
+**Stopping on a signal.** :class:`Preemption` is a hook that train.py adds, with the handlers of
+SIGTERM and SIGINT it installs for the duration of training: after the step during which any
+process was signalled, every process stops; the end of the loop writes a checkpoint (if the run
+is healthy), and train.py exits with code 75 (:class:`~glow_nxn.errors.Preempted`). The same
+command resumes from that step.
 
 **Equivalence.** With ``shuffle_buffer=1`` and the same seed, ``n`` replicas with batch ``b`` (and
 init batch ``i``) train as one process with batch ``n·b`` (init batch ``n·i``): replica ``r`` reads
@@ -46,6 +54,7 @@ import collections
 import contextlib
 import dataclasses
 import math
+import signal
 import time
 
 import tensorflow as tf
@@ -58,6 +67,10 @@ from glow_nxn.keras import keras
 from glow_nxn.layers import NOT_XLA_COMPILABLE
 from glow_nxn.model import Glow
 from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
+
+
+TRAIN_STEPS_REACHED = "train_steps reached"
+TIME_BUDGET_SPENT = "time budget spent"
 
 
 class Schedule:
@@ -158,8 +171,8 @@ class Trainer:
         self.schedule = Schedule(config, self.replicas.size)
         self._train_step = tf.function(self._step_fn, jit_compile=config.jit_compile)
         self.guard, self.progress_log = DivergenceGuard(config), ProgressLog(config)
-        self.hooks = [self.guard, self.progress_log, PeriodicCheckpoint(config),
-                      PeriodicEvaluation(config), *hooks]
+        self.hooks = [self.guard, self.progress_log, PeriodicCheckpoint(config), *hooks,
+                      PeriodicEvaluation(config)]
         self.stop_reason = None
         self.saved_step = None
 
@@ -269,8 +282,8 @@ class Trainer:
         self.state.seconds.assign(seconds)
         progress = self.schedule.progress(step, seconds)
         if progress >= 1.0:
-            self.request_stop("time budget spent" if step < self.config.train_steps
-                              else "train_steps reached")
+            self.request_stop(TIME_BUDGET_SPENT if step < self.config.train_steps
+                              else TRAIN_STEPS_REACHED)
             return None
         learning_rate = self.schedule(step, progress) * float(self.state.lr_scale.numpy())
         self.optimizer.learning_rate = learning_rate
@@ -336,7 +349,8 @@ class Trainer:
                 hook.on_start(self)
             while self.stop_reason is None:
                 self.run_step()
-            if self.step == start_step:
+            if self.step == start_step and self.stop_reason in (TRAIN_STEPS_REACHED,
+                                                                 TIME_BUDGET_SPENT):
                 self.log(f"nothing to train: the run is at step {start_step} and "
                          f"{self.stop_reason}; raise --train_steps or --max_train_seconds to "
                          f"train longer")
@@ -568,14 +582,15 @@ class PeriodicCheckpoint(Hook):
 
 
 class PeriodicEvaluation(Hook):
-    """Test bits/dim and a sample grid every ``eval_every_steps`` steps (0: never)."""
+    """Test bits/dim and a sample grid every ``eval_every_steps`` steps (0: never), unless the
+    run has been asked to stop after this step."""
 
     def __init__(self, config):
         self.config = config
 
     def after_step(self, trainer, result):
         every = self.config.eval_every_steps
-        if every and result.step % every == 0:
+        if every and result.step % every == 0 and trainer.stop_reason is None:
             evaluated, picture, weights = trainer.evaluate_and_sample()
             trainer.log(f"step {result.step:7d}  test bits/dim {evaluated.bits_per_dim:.4f} "
                         f"± {evaluated.standard_error:.4f} ({evaluated.num_images} images, "
@@ -587,6 +602,70 @@ class PeriodicEvaluation(Hook):
             if picture is not None:
                 tf.summary.image(f"samples/temperature_{self.config.sample_temperature}",
                                  picture[tf.newaxis], step=result.step)
+
+
+class Preemption(Hook):
+    """Stop after the current step when any process of the job receives a stop signal.
+
+    SIGTERM is what SLURM, Kubernetes, preemptible cloud machines and horovodrun send before they
+    kill a job; SIGINT is Ctrl-C. The handler only records the signal (it runs between two
+    Python bytecodes, possibly mid-step); the decision is taken by every replica together, before
+    the first step and after each one: the replicas gather what each received, so all stop after
+    the same step even when only one was signalled. The end of the loop then writes a checkpoint
+    if the run is healthy (:class:`PeriodicCheckpoint`), and the other replicas wait at a barrier
+    until rank 0 has written it, since horovodrun stops every process as soon as one exits
+    non-zero. After the stop is agreed, :attr:`signal_name` names the signal and :attr:`stopped`
+    says whether it was what stopped the run.
+
+    Time from the signal to the end: the rest of the current step (or of the start-up, before
+    the first step), at most one periodic evaluation if one had already begun, and one
+    checkpoint write. A second SIGINT after a SIGINT stops at once (KeyboardInterrupt, as Python
+    would); further SIGTERMs are absorbed, since a scheduler and horovodrun may both send one.
+    Nothing is installed at import: :meth:`catching` installs the handlers for a ``with`` block.
+    """
+
+    def __init__(self):
+        self.received = 0  # the number of the first signal this process received
+        self.signal_name = None
+        self.stopped = False
+
+    @contextlib.contextmanager
+    def catching(self, *signals):
+        """Record ``signals`` (e.g. ``signal.SIGTERM, signal.SIGINT``) inside the block; the
+        previous handlers come back after it."""
+        previous = {number: signal.signal(number, self._record) for number in signals}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _record(self, number, frame):
+        if number == self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = self.received or number
+
+    def on_start(self, trainer):
+        self._agree(trainer)
+
+    def after_step(self, trainer, result):
+        self._agree(trainer)
+
+    def _agree(self, trainer):
+        received = trainer.replicas.gather(tf.constant([self.received], tf.int32)).numpy()
+        signalled = [int(number) for number in received if number]
+        if signalled and self.signal_name is None:
+            self.signal_name = signal.Signals(signalled[0]).name
+            reason = f"{self.signal_name} received"
+            trainer.request_stop(reason)
+            self.stopped = trainer.stop_reason == reason
+            trainer.log(f"step {trainer.step}: {reason}; stopping")
+
+    def on_end(self, trainer):
+        if self.stopped:
+            # The others leave only once rank 0's checkpoint (written by PeriodicCheckpoint.
+            # on_end, before this hook) is on disk.
+            trainer.replicas.barrier()
 
 
 def train(run_config, workdir, replicas=None, log=print, hooks=()):

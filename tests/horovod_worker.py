@@ -7,7 +7,8 @@ more hook of the training loop (:class:`Probe`, a :class:`glow_nxn.training.Hook
 is asked for. Each probe is switched on by an environment variable:
 
 ``GLOW_TEST_RECORD_DIR``
-    Each rank keeps ``<dir>/rank<r>.json`` up to date (after every step and at exit): its ``pid``;
+    Each rank keeps ``<dir>/rank<r>.json`` up to date (after every step and checkpoint, at the
+    end and at exit): its ``pid``;
     ``digests``, the sha256 of every variable the replicas share (model, optimizer, weight
     average, progress), taken at the loop's start (after the broadcast: ``"start"``), at every
     checkpoint (``"step N"``) and at its end (``"end"``); ``examples``, per
@@ -93,9 +94,11 @@ class Probe(training.Hook):
 
     def on_checkpoint(self, trainer, path):
         RECORD["digests"][f"step {trainer.step}"] = digest(trainer)
+        write_record()  # train.py may leave by os._exit (a signal), without atexit
 
     def on_end(self, trainer):
         RECORD["digests"]["end"] = digest(trainer)
+        write_record()
 
 
 def wrap_prepare():
@@ -117,14 +120,18 @@ def write_record():
             json.dump(RECORD, handle)
 
 
+def rank_and_step(value):
+    """``(R, S)`` of an ``"R:S"`` variable; None if unset."""
+    return tuple(int(part) for part in value.split(":")) if value else None
+
+
 def own_workdir(argv):
     return [f"{a}.rank{RANK}" if a.startswith("--workdir=") else a for a in argv]
 
 
 def main():
     script, *args = sys.argv[1:]
-    die_at = os.environ.get("GLOW_TEST_EXIT_AT_STEP")
-    die_at = tuple(int(part) for part in die_at.split(":")) if die_at else None
+    die_at = rank_and_step(os.environ.get("GLOW_TEST_EXIT_AT_STEP"))
     if RECORD_DIR:
         wrap_prepare()
         atexit.register(write_record)

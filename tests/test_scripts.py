@@ -1,9 +1,13 @@
 """train.py, evaluate.py and sample.py as a user runs them, on the real MNIST files."""
 import json
 import os
+import re
 import resource
 import shutil
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ import tensorflow as tf
 from glow_nxn import data, evaluation
 from glow_nxn.distributed import Replicas
 from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
-from test_support import REPO, TINY_MNIST, one_error_line, run_script
+from test_support import REPO, TINY_MNIST, one_error_line, run_script, script_env
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +240,52 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_74(tmp_path, m
     assert line.startswith("train.py: error: checkpoint of step 2 could not be written"), line
     assert "File too large" in line and "there is no earlier checkpoint" in line
     assert os.listdir(tmp_path / "run" / "checkpoints") == []
+
+
+def stop_after_first_progress_line(command, number):
+    """Start ``command``, send it signal ``number`` once it has printed a progress line; returns
+    ``(the line, CompletedProcess-like result, seconds from the signal to the exit)``."""
+    process = subprocess.Popen(command, cwd=REPO, env={**script_env(), "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith("step"):
+            break
+    process.send_signal(number)
+    signalled = time.time()
+    stdout, stderr = process.communicate(timeout=300)
+    result = subprocess.CompletedProcess(command, process.returncode, "".join(seen) + stdout,
+                                         stderr)
+    return seen[-1], result, time.time() - signalled
+
+
+STOPPED = re.compile(r"^train\.py: stopped: (SIG\w+) received, stopped at step (\d+): newest "
+                     r"checkpoint (\S+); the same command resumes from it$")
+
+
+def test_sigterm_and_sigint_stop_after_a_checkpoint_and_the_same_command_resumes(
+        tmp_path, mnist_data_dir):
+    """A real signal after the first progress line: exit 75 within seconds, one line naming the
+    checkpoint of the step reached; the same command resumes from it (and is stopped again)."""
+    command = [sys.executable, os.path.join(REPO, "train.py"), *TINY_MNIST,
+               f"--workdir={tmp_path / 'run'}", f"--data_dir={mnist_data_dir}",
+               "--train_steps=100000", "--log_every_steps=1", "--checkpoint_every_steps=100000",
+               "--eval_every_steps=0", "--per_replica_batch_size=8", "--init_batch_size=8"]
+    stopped_at = 0
+    for number in (signal.SIGTERM, signal.SIGINT):
+        line, result, seconds = stop_after_first_progress_line(command, number)
+        first_step = int(line.split()[1])
+        match = STOPPED.match(one_error_line(result, code=75))
+        assert match, result.stderr
+        name, step, checkpoint = match[1], int(match[2]), match[3]
+        assert name == number.name and step >= first_step > stopped_at
+        assert checkpoint == str(tmp_path / "run" / "checkpoints" / f"ckpt-{step}")
+        assert RunFolder(str(tmp_path / "run")).load_model(checkpoint).step == step
+        assert f"step {step}: {name} received; stopping" in result.stdout
+        if stopped_at:
+            assert f"resumed from {tmp_path / 'run'}/checkpoints/ckpt-{stopped_at} at step " \
+                   f"{stopped_at}" in result.stdout
+        # A few tiny steps and one 50 kB checkpoint, on a busy 2-core machine.
+        assert seconds < 30, seconds
+        stopped_at = step

@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import resource
 import shutil
 import signal
@@ -93,6 +94,44 @@ def test_a_hook_can_stop_the_run(tmp_path, mocked_tfds):
                                  hooks=[StopAt(2)])
     assert (summary["step"], summary["stop_reason"]) == (2, "asked")
     assert summary["checkpoint"].endswith("ckpt-2")
+
+
+class SignalAt(training.Hook):
+    """Sends this process ``number`` (a real signal) at the end of step ``step``."""
+
+    def __init__(self, step, number):
+        self.step, self.number = step, number
+
+    def after_step(self, trainer, result):
+        if result.step == self.step:
+            os.kill(os.getpid(), self.number)
+
+
+def test_a_signal_stops_the_run_after_the_next_step_with_a_checkpoint(tmp_path, mocked_tfds):
+    """SIGTERM arrives at the end of step 3, after the Preemption hook has looked: the replicas
+    agree after step 4, the evaluation due at step 4 is skipped, the end writes ckpt-4."""
+    preemption, recorder, lines = training.Preemption(), Recorder(), []
+    run = tiny_run(train_steps=50, checkpoint_every_steps=100, eval_every_steps=4)
+    with mocked_tfds(num_examples=40), preemption.catching(signal.SIGTERM):
+        summary = training.train(run, str(tmp_path), log=lines.append,
+                                 hooks=[preemption, SignalAt(3, signal.SIGTERM), recorder])
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handler gone after the block
+    assert preemption.stopped and preemption.signal_name == "SIGTERM"
+    assert (summary["step"], summary["stop_reason"]) == (4, "SIGTERM received")
+    assert summary["checkpoint"].endswith("ckpt-4")
+    assert recorder.calls[-3:] == [("step", 4), ("checkpoint", 4), ("end", 4)]
+    assert "step 4: SIGTERM received; stopping" in lines
+    assert not [r for r in metrics(tmp_path) if r["kind"] == "test"]
+
+
+def test_a_second_sigint_stops_at_once():
+    preemption = training.Preemption()
+    with preemption.catching(signal.SIGINT, signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)  # absorbed
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.received == signal.SIGINT
 
 
 def test_eval_every_steps_zero_never_evaluates_and_n_evaluates_every_n(tmp_path, mocked_tfds):
