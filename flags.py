@@ -131,6 +131,9 @@ def define_train_flags():
     flags.DEFINE_integer("num_samples", 16, "samples in the periodic sample grid")
     flags.DEFINE_float("sample_temperature", 0.7, "temperature of the periodic sample grid")
     flags.DEFINE_boolean("jit_compile", False, "compile the training step with XLA")
+    flags.DEFINE_float("step_timeout_seconds", 1800.0, "end the job (exit 70) when no training "
+                       "step completes for this long, e.g. because a process hangs; it must "
+                       "exceed a step plus an evaluation plus a checkpoint write (0: never)")
 
 
 def define_restore_flags():
@@ -185,8 +188,8 @@ def _named_datasets():
 
 def exit_now(error):
     """Print a :class:`GlowError` as :func:`run` does and end the process at once, skipping the
-    interpreter's shutdown (``os.write`` and ``os._exit`` take no lock, so any thread may call
-    it)."""
+    interpreter's shutdown: for a stop on a signal (horovodrun allows 5 s) and for a watchdog
+    whose main thread is stuck (``os.write`` and ``os._exit`` take no lock that it could hold)."""
     os.write(2, f"{os.path.basename(sys.argv[0])}: {error.label}: {error}\n".encode())
     os._exit(error.exit_code)
 

@@ -6,7 +6,8 @@
 
 An existing run in --workdir is resumed from its newest checkpoint. On SIGTERM or SIGINT
 (Ctrl-C) it finishes the current step, writes a checkpoint and exits with code 75; the same
-command resumes from there.
+command resumes from there. When no step completes for --step_timeout_seconds (a process
+hangs), it exits with code 70.
 """
 import signal
 import sys
@@ -30,9 +31,10 @@ def main(argv, hooks=()):
     run_config = project_flags.run_config()
     replicas = distributed.connect()
     preemption = training.Preemption()
-    with preemption.catching(signal.SIGTERM, signal.SIGINT):
+    watchdog = training.Watchdog(run_config.train.step_timeout_seconds, project_flags.exit_now)
+    with preemption.catching(signal.SIGTERM, signal.SIGINT), watchdog.running():
         summary = training.train(run_config, folder.path, replicas,
-                                 hooks=[preemption, *hooks])
+                                 hooks=[preemption, watchdog, *hooks])
     if preemption.stopped:
         where = (f"newest checkpoint {summary['checkpoint']}; the same command resumes from it"
                  if replicas.is_chief else "rank 0 holds the checkpoint")

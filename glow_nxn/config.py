@@ -183,6 +183,8 @@ class TrainConfig:
     state and multiplies the learning rate by ``recovery_lr_factor``, at most ``max_recoveries``
     times. ``eval_every_steps`` = 0 never evaluates during training; ``eval_weights`` picks the
     weights it evaluates and samples with (``ema``: the average, when there is one; ``raw``).
+    ``step_timeout_seconds`` > 0 ends the job when no step completes for that long (a process
+    that hangs; it must exceed a step plus an evaluation plus a checkpoint write).
     """
 
     per_replica_batch_size: int = 64
@@ -213,6 +215,7 @@ class TrainConfig:
     sample_temperature: float = 0.7
     seed: int = 0
     jit_compile: bool = False
+    step_timeout_seconds: float = 1800.0
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -233,7 +236,7 @@ class TrainConfig:
             raise ValueError("ema_decay must be below 1 (1 would never move the average); "
                              "0 turns averaging off")
         for name in ("grad_clip_norm", "max_train_seconds", "spike_threshold",
-                     "sample_temperature"):
+                     "sample_temperature", "step_timeout_seconds"):
             check_float(name, getattr(self, name), minimum=0.0)
         check_float("recovery_lr_factor", self.recovery_lr_factor, above=0.0, maximum=1.0)
 

@@ -6,6 +6,9 @@ error                      exit code  meaning
 :class:`UserError`         2          bad input (a flag, a path, a dataset, a checkpoint)
 :class:`TrainingDiverged`  3          training diverged past its recoveries, or a trained
                                       model's numbers are not finite
+:class:`Hung`              70         no training step completed for --step_timeout_seconds
+                                      (a process hangs); the same command resumes from the
+                                      newest checkpoint (``EX_SOFTWARE``)
 :class:`WriteFailed`       74         a file of the run could not be written (a full disk,
                                       no permission); what was written before is intact
                                       (74 is sysexits.h's ``EX_IOERR``)
@@ -39,6 +42,12 @@ class TrainingDiverged(GlowError):
     """Training diverged beyond recovery, or a model produced non-finite numbers."""
 
     exit_code = 3
+
+
+class Hung(GlowError):
+    """No training step completed in the time allowed: some process of the job hangs."""
+
+    exit_code = 70
 
 
 class WriteFailed(GlowError):

@@ -37,6 +37,10 @@ non-finite-loss recovery), :class:`ProgressLog` (progress lines, TensorBoard, me
 minutes; a run that was told to stop should stop). Only rank 0 writes (checkpoints, config.json,
 summaries, metrics).
 
+**A process that hangs.** :class:`Watchdog`, another hook of train.py's, ends the job when no
+step completes for ``step_timeout_seconds`` (exit 70); a process stopped outright (SIGSTOP) is
+caught sooner by Horovod itself (docs/RELIABILITY.md).
+
 **Stopping on a signal.** :class:`Preemption` is a hook that train.py adds, with the handlers of
 SIGTERM and SIGINT it installs for the duration of training: after the step during which any
 process was signalled, every process stops; the end of the loop writes a checkpoint (if the run
@@ -55,6 +59,7 @@ import contextlib
 import dataclasses
 import math
 import signal
+import threading
 import time
 
 import tensorflow as tf
@@ -62,7 +67,7 @@ import tensorflow as tf
 from glow_nxn import data, evaluation, objectives, sampling
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.distributed import Replicas
-from glow_nxn.errors import TrainingDiverged, UserError, as_user_error
+from glow_nxn.errors import Hung, TrainingDiverged, UserError, as_user_error
 from glow_nxn.keras import keras
 from glow_nxn.layers import NOT_XLA_COMPILABLE
 from glow_nxn.model import Glow
@@ -666,6 +671,68 @@ class Preemption(Hook):
             # The others leave only once rank 0's checkpoint (written by PeriodicCheckpoint.
             # on_end, before this hook) is on disk.
             trainer.replicas.barrier()
+
+
+class Watchdog(Hook):
+    """Ends the job when no training step completes for ``timeout`` seconds.
+
+    A process that hangs while alive (a deadlock, a stuck file system, a lost GPU) would hold the
+    whole job: its peers wait in their next collective as long as it takes, and Horovod's stall
+    detection did not end such a job (docs/RELIABILITY.md). A thread of this process checks,
+    once a second, the time since the last beat (the loop's start, every step, every
+    checkpoint); past ``timeout`` it calls ``on_hang`` with a :class:`~glow_nxn.errors.Hung`,
+    which must end the process (train.py: one line, exit 70; horovodrun then stops the others).
+    It runs in every process, so the hung one and the ones waiting for it all fire. It watches
+    from the end of the first step to the end of :meth:`running`: before that, rank 0 may rightly
+    work alone for long (preparing a dataset) and the first step traces, and with XLA compiles,
+    the step function. ``timeout`` must exceed a step plus a periodic evaluation plus a
+    checkpoint write.
+    """
+
+    def __init__(self, timeout, on_hang):
+        self.timeout, self.on_hang = timeout, on_hang
+        self._last_beat = None  # None: not watching
+        self._trainer = None
+
+    @contextlib.contextmanager
+    def running(self):
+        """Watch in a daemon thread for the duration of the block (no thread if timeout is 0)."""
+        if not self.timeout:
+            yield self
+            return
+        done = threading.Event()
+        thread = threading.Thread(target=self._watch, args=(done,), name="watchdog",
+                                  daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
+
+    def _watch(self, done):
+        while not done.wait(1.0):
+            last = self._last_beat
+            if last is not None and time.monotonic() - last > self.timeout:
+                trainer = self._trainer
+                self.on_hang(Hung(
+                    f"no training step completed in {self.timeout:g} s after step "
+                    f"{trainer.step} (--step_timeout_seconds): a process of the job hangs; "
+                    f"the same command resumes from the newest checkpoint, "
+                    f"{trainer.manager.latest_checkpoint}"))
+                return
+
+    def _beat(self):
+        self._last_beat = time.monotonic()
+
+    def on_start(self, trainer):
+        self._trainer = trainer
+
+    def after_step(self, trainer, result):
+        self._beat()
+
+    def on_checkpoint(self, trainer, path):
+        self._beat()
 
 
 def train(run_config, workdir, replicas=None, log=print, hooks=()):

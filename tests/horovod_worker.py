@@ -21,6 +21,9 @@ is asked for. Each probe is switched on by an environment variable:
 ``GLOW_TEST_EXIT_AT_STEP=R:S``
     Rank ``R`` dies (``os._exit(3)``, no clean-up) just before its training step ``S``, having
     written its record (with ``died_at``, the time) if ``GLOW_TEST_RECORD_DIR`` is set.
+``GLOW_TEST_HANG_AT_STEP=R:S``
+    Rank ``R`` hangs while alive (sleeps for a day) after its training step ``S``, having written
+    its record (with ``hung_at``, the time).
 """
 import atexit
 import functools
@@ -74,8 +77,8 @@ def digest(trainer):
 class Probe(training.Hook):
     """The records of the module docstring, taken through the training loop's hooks."""
 
-    def __init__(self, die_at):
-        self.die_at = die_at
+    def __init__(self, die_at, hang_at):
+        self.die_at, self.hang_at = die_at, hang_at
 
     def on_start(self, trainer):
         RECORD["digests"]["start"] = digest(trainer)
@@ -91,6 +94,11 @@ class Probe(training.Hook):
             RECORD["died_at"] = time.time()
             write_record()
             os._exit(3)
+        if self.hang_at is not None and (RANK, result.step) == self.hang_at:
+            print(f"rank {RANK}: hanging after step {result.step}", flush=True)
+            RECORD["hung_at"] = time.time()
+            write_record()
+            time.sleep(86400)
 
     def on_checkpoint(self, trainer, path):
         RECORD["digests"][f"step {trainer.step}"] = digest(trainer)
@@ -131,7 +139,8 @@ def own_workdir(argv):
 
 def main():
     script, *args = sys.argv[1:]
-    die_at = rank_and_step(os.environ.get("GLOW_TEST_EXIT_AT_STEP"))
+    die_at, hang_at = (rank_and_step(os.environ.get(name))
+                       for name in ("GLOW_TEST_EXIT_AT_STEP", "GLOW_TEST_HANG_AT_STEP"))
     if RECORD_DIR:
         wrap_prepare()
         atexit.register(write_record)
@@ -139,14 +148,14 @@ def main():
         args = own_workdir(args)
     path = os.path.join(REPO, script)
     sys.argv = [path, *args]
-    if script != "train.py" or not (RECORD_DIR or die_at):
+    if script != "train.py" or not (RECORD_DIR or die_at or hang_at):
         runpy.run_path(path, run_name="__main__")
         return
     # train.py's own main, with the probe as one more hook of the loop.
     import flags as project_flags
 
     train_main = runpy.run_path(path, run_name="train_under_test")["main"]
-    project_flags.run(functools.partial(train_main, hooks=[Probe(die_at)]))
+    project_flags.run(functools.partial(train_main, hooks=[Probe(die_at, hang_at)]))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ preparation calls, a rank that dies). What is shown:
 * the learning rate scales with the number of processes only when asked;
 * a rank that dies ends the job with a non-zero exit soon after, and the last checkpoint loads;
 * SIGTERM to one rank, or to horovodrun, stops every rank after the same step with rank 0's
-  checkpoint.
+  checkpoint; a rank stopped with SIGSTOP, or hung while alive, ends the job within a bound.
 """
 import json
 import os
@@ -253,8 +253,8 @@ def test_learning_rate_scales_with_workers_only_when_asked(folder_runs, equivale
 
 
 # Faults of a running job, one after another in one run folder, each job the same command
-# resumed: SIGTERM to rank 1 alone; SIGTERM to horovodrun. Each is applied once both ranks have
-# taken two steps.
+# resumed: SIGTERM to rank 1 alone; SIGTERM to horovodrun; SIGSTOP to rank 1; rank 1 hung while
+# alive. Each is applied once both ranks have taken two steps.
 
 FAULT_RUN = ["--preset=mnist", "--steps_per_level=1", "--hidden_width=8",
              "--per_replica_batch_size=4", "--init_batch_size=8", "--shuffle_buffer=16",
@@ -295,10 +295,18 @@ def faults(tmp_path_factory):
     def term_horovodrun(process, ranks):
         process.send_signal(signal.SIGTERM)
 
+    def stop_rank_1(process, ranks):
+        os.kill(ranks[1]["pid"], signal.SIGSTOP)
+
+    def hang_rank_1_at_the_third_step(start_step):
+        return {"GLOW_TEST_HANG_AT_STEP": f"1:{start_step + 3}"}
+
     jobs = {}
     for name, act, extra, probes in (
             ("term_rank_1", term_rank_1, [], None),
-            ("term_horovodrun", term_horovodrun, [], None)):
+            ("term_horovodrun", term_horovodrun, [], None),
+            ("stop_rank_1", stop_rank_1, [], None),
+            ("hang_rank_1", None, ["--step_timeout_seconds=10"], hang_rank_1_at_the_third_step)):
         record_dir = root / name
         record_dir.mkdir()
         start_step = newest_step(root / "run")
@@ -360,3 +368,20 @@ def test_sigterm_to_horovodrun_reaches_the_ranks_which_stop_with_a_checkpoint(fa
            f"{job.start_step}" in job.output
     assert job.records[0]["digests"]["start"] == before.records[0]["digests"][
         f"step {job.start_step}"]
+
+
+def test_a_rank_stopped_with_sigstop_ends_the_job_within_a_minute(faults):
+    """Gloo's 30 s timeout fails the other rank's collective; horovodrun then SIGKILLs the
+    stopped one 5 s after its SIGTERM."""
+    job = faults.stop_rank_1
+    assert job.returncode != 0 and "Timed out waiting" in job.output, job.output[-3000:]
+    assert job.ended - job.acted < 60, job.ended - job.acted
+    assert job.end_step == job.start_step  # no checkpoint: the resume repeats these steps
+
+
+def test_a_rank_hung_while_alive_ends_the_job_through_the_watchdog(faults):
+    job = faults.hang_rank_1
+    assert job.returncode != 0 and "Exit code: 70" in job.output, job.output[-3000:]
+    assert "no training step completed in 10 s after step" in job.output
+    seconds = job.ended - job.records[1]["hung_at"]
+    assert 10 <= seconds < 40, seconds

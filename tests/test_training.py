@@ -9,6 +9,8 @@ import resource
 import shutil
 import signal
 import subprocess
+import time
+import types
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ import tensorflow as tf
 from glow_nxn import training
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.config import DataConfig, RunConfig, TrainConfig, preset
-from glow_nxn.errors import TrainingDiverged, UserError, WriteFailed
+from glow_nxn.errors import Hung, TrainingDiverged, UserError, WriteFailed
 from glow_nxn.run_folder import RunFolder
 from test_support import TINY_CIFAR, tiny_run
 
@@ -132,6 +134,27 @@ def test_a_second_sigint_stops_at_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert preemption.received == signal.SIGINT
+
+
+def test_the_watchdog_fires_once_when_the_steps_stop_after_the_first():
+    hung = []
+    trainer = types.SimpleNamespace(step=7, manager=types.SimpleNamespace(
+        latest_checkpoint="run/checkpoints/ckpt-6"))
+    watchdog = training.Watchdog(1.5, hung.append)
+    with watchdog.running():
+        watchdog.on_start(trainer)
+        time.sleep(2.5)  # the first step (tracing): not watched
+        for _ in range(5):  # steps of 0.5 s
+            time.sleep(0.5)
+            watchdog.after_step(trainer, None)
+        assert hung == []
+        time.sleep(4.0)
+    assert len(hung) == 1 and isinstance(hung[0], Hung), hung
+    assert str(hung[0]) == (
+        "no training step completed in 1.5 s after step 7 (--step_timeout_seconds): a process "
+        "of the job hangs; the same command resumes from the newest checkpoint, "
+        "run/checkpoints/ckpt-6")
+    assert hung[0].exit_code == 70
 
 
 def test_eval_every_steps_zero_never_evaluates_and_n_evaluates_every_n(tmp_path, mocked_tfds):
