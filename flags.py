@@ -155,14 +155,17 @@ def run_config():
     """The RunConfig of train.py's flags: --preset with the overrides, data and training."""
     overrides = {name: getattr(FLAGS, name) for name in _MODEL_OVERRIDES
                  if getattr(FLAGS, name) is not None}
-    dataset = FLAGS.dataset or (FLAGS.preset if FLAGS.preset in _named_datasets() else None)
+    dataset = FLAGS.dataset or (FLAGS.preset if FLAGS.preset in run_configs.DATASET_NAMES
+                                else None)
     with as_user_error():
         model = run_configs.preset(FLAGS.preset, seed=FLAGS.seed, **overrides)
         if dataset is None:
             raise ValueError(f"--preset={FLAGS.preset} has no dataset of its own: pass --dataset")
         data = run_configs.DataConfig(**_flag_values(run_configs.DataConfig, dataset=dataset))
         train = run_configs.TrainConfig(**_flag_values(run_configs.TrainConfig))
-        return run_configs.RunConfig(model=model, data=data, train=train)
+        run = run_configs.RunConfig(model=model, data=data, train=train)
+        _data().check_paths(data)
+        return run
 
 
 def restored_data_config(saved):
@@ -172,7 +175,9 @@ def restored_data_config(saved):
              for name in ("dataset", "data_dir", "manual_dir", "on_bad_image")
              if getattr(FLAGS, name)}
     with as_user_error():
-        return dataclasses.replace(saved, **given)
+        config = dataclasses.replace(saved, **given)
+        _data().check_paths(config)
+        return config
 
 
 def _flag_values(cls, **given):
@@ -180,10 +185,26 @@ def _flag_values(cls, **given):
     return {**{name: getattr(FLAGS, name) for name in names}, **given}
 
 
-def _named_datasets():
-    from glow_nxn.data import DATASETS
+def _data():
+    # Imported when first needed: data.py loads tensorflow-datasets, which takes seconds, and
+    # --help and most mistakes do not need it.
+    from glow_nxn import data
 
-    return DATASETS
+    return data
+
+
+def check_output_file(name):
+    """UserError unless --``name``, if given, can be written as a file (before any work)."""
+    if getattr(FLAGS, name):
+        with as_user_error():
+            run_configs.check_file_path(f"--{name}", getattr(FLAGS, name))
+
+
+def check_output_folder(name):
+    """UserError unless --``name``, if given, is a folder or can be made one."""
+    if getattr(FLAGS, name):
+        with as_user_error():
+            run_configs.check_folder_path(f"--{name}", getattr(FLAGS, name))
 
 
 def exit_now(error):

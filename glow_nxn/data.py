@@ -70,10 +70,10 @@ import tensorflow_datasets as tfds
 
 import glow_nxn
 from glow_nxn import objectives
+from glow_nxn.config import FOLDER_PREFIX, check_folder_path
 from glow_nxn.errors import first_line
 
 SPLITS = ("train", "test")
-FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MNIST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(glow_nxn.__file__))),
                          "data", "mnist")
@@ -133,6 +133,19 @@ def prepare(name, *, data_dir=None, manual_dir=None):
     """
     if _folder(name) is None:
         _prepared_builder(name, data_dir, manual_dir)
+
+
+def check_paths(config):
+    """ValueError unless the folders ``config`` (a :class:`~glow_nxn.config.DataConfig`) names
+    can be used: a ``folder:`` directory exists, ``manual_dir`` (if given) is a folder, and
+    ``data_dir`` (if given) is a folder or can become one. Called before any work, so a mistyped
+    path is one line at once, not a failure in the middle of preparing a dataset."""
+    _folder(config.dataset)
+    if config.manual_dir and not os.path.isdir(config.manual_dir):
+        raise ValueError(f"manual_dir {config.manual_dir} is not a folder: name the folder that "
+                         f"holds the dataset's downloaded files")
+    if config.data_dir:
+        check_folder_path("data_dir", config.data_dir)
 
 
 def prepare_once(config, replicas):

@@ -33,8 +33,8 @@ import shutil
 import tensorflow as tf
 
 from glow_nxn.averaging import WeightAverage
-from glow_nxn.config import WEIGHTS, RunConfig
-from glow_nxn.errors import UserError, WriteFailed, first_line
+from glow_nxn.config import WEIGHTS, RunConfig, check_folder_path
+from glow_nxn.errors import UserError, WriteFailed, as_user_error, first_line
 from glow_nxn.model import Glow
 
 CONFIG_FILE = "config.json"
@@ -142,10 +142,12 @@ class RunFolder:
         return self._join(SAMPLES_DIR)
 
     def check_can_hold_a_run(self):
-        """UserError if the path exists but is not a folder (it would be written into)."""
+        """UserError unless the path is a folder or can be made one (it will be written into)."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f"--workdir {self.path} is a file, not a folder: name a new or "
                             f"existing run folder")
+        with as_user_error():
+            check_folder_path("--workdir", self.path)
 
     def check_is_a_run(self):
         """UserError unless this is a folder train.py wrote (for evaluate.py and sample.py)."""
