@@ -123,9 +123,12 @@ def wrap_prepare():
 
 
 def write_record():
+    """Write the record whole (through a temporary file): a reader polls it during the run."""
     if RECORD_DIR:
-        with open(os.path.join(RECORD_DIR, f"rank{RANK}.json"), "w") as handle:
+        path = os.path.join(RECORD_DIR, f"rank{RANK}.json")
+        with open(f"{path}.tmp", "w") as handle:
             json.dump(RECORD, handle)
+        os.replace(f"{path}.tmp", path)
 
 
 def rank_and_step(value):
