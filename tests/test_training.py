@@ -1,5 +1,6 @@
-"""The training loop (glow_nxn/training.py): the step, the recipe, the hooks, resumption and
-divergence, in process on mocked CIFAR-10 and real MNIST."""
+"""The training loop (glow_nxn/training.py): the step, the recipe, the hooks, resumption,
+divergence and faults (signals, a hang, bad images, unreadable and unwritable checkpoints), in
+process on mocked CIFAR-10, real MNIST and folders of images."""
 import contextlib
 import dataclasses
 import json
