@@ -8,12 +8,15 @@ of images, and writes them as JSON (default: <workdir>/eval.json). The weights a
 moving average when it has one (--weights=raw for the trained weights). The dequantisation
 noise is a fixed function of --seed and each image's index, so the number is the same run after
 run and for any number of processes. A model whose bits/dim is not finite is an error (exit 3).
+Images of a folder dataset that cannot be decoded are skipped, named and counted (the JSON's
+``skipped_images``), or stop it with --on_bad_image=stop.
 """
 from absl import flags
 
 import flags as project_flags
 from glow_nxn import data, distributed, evaluation
-from glow_nxn.errors import TrainingDiverged, UserError, as_user_error
+from glow_nxn.config import MAX_SEED, check_int, check_positive_int
+from glow_nxn.errors import TrainingDiverged, as_user_error
 from glow_nxn.run_folder import write_json_atomically
 
 project_flags.define_restore_flags()
@@ -27,15 +30,21 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    # Every flag first, so that a mistake costs no loading.
     folder = project_flags.run_folder()
-    if FLAGS.num_dequant_samples < 1 or FLAGS.batch_size < 1:
-        raise UserError(f"--num_dequant_samples and --batch_size must be at least 1, got "
-                        f"{FLAGS.num_dequant_samples} and {FLAGS.batch_size}")
+    with as_user_error():
+        check_int("--seed", FLAGS.seed, 0, MAX_SEED)
+        check_positive_int("--num_dequant_samples", FLAGS.num_dequant_samples)
+        check_positive_int("--batch_size", FLAGS.batch_size)
+    project_flags.check_output_file("output")
+    folder.check_is_a_run()
+    data_config = project_flags.restored_data_config(folder.load_config().data)
+    checkpoint = folder.resolve_checkpoint(FLAGS.checkpoint)
     replicas = distributed.connect()
-    loaded = folder.load_model(FLAGS.checkpoint, FLAGS.weights)
-    data_config = project_flags.restored_data_config(loaded.run_config.data)
+    loaded = folder.load_model(checkpoint, FLAGS.weights)
     with as_user_error():
         data.prepare_once(data_config, replicas)
+        skipped = data.bad_images(data_config, splits=("test",))
         test = data.evaluation_split(data_config, replicas,
                                      image_shape=loaded.model.config.image_shape,
                                      batch_size=FLAGS.batch_size)
@@ -47,11 +56,13 @@ def main(argv):
             f"non-finite bits/dim (first: image {result.worst[0][0]}); checkpoint "
             f"{loaded.checkpoint} is broken: evaluate an older one with --checkpoint")
     if replicas.is_chief:
+        for bad in skipped:
+            print(f"warning: skipping image {bad.path}: {bad.reason}")
         output = FLAGS.output or folder.eval_path
         write_json_atomically(output, {
             **result.summary(), "dataset": data_config.dataset, "checkpoint": loaded.checkpoint,
             "step": loaded.step, "weights": loaded.weights, "processes": replicas.size,
-            "seed": FLAGS.seed})
+            "seed": FLAGS.seed, "skipped_images": len(skipped)})
         print(f"test bits/dim {result.bits_per_dim:.4f} ± {result.standard_error:.4f} (standard "
               f"error) over {result.num_images} images of {data_config.dataset}, checkpoint "
               f"{loaded.checkpoint} (step {loaded.step}, {loaded.weights} weights); per image: "

@@ -62,8 +62,9 @@ def define_model_flags():
 
 
 def define_data_flags(for_training=True):
-    """--dataset, --data_dir, --manual_dir (evaluate.py and sample.py default them to the
-    training run's); for training also the stream's --shuffle_buffer and --augment_shift."""
+    """--dataset, --data_dir, --manual_dir, --on_bad_image (evaluate.py and sample.py default
+    them to the training run's); for training also the stream's --shuffle_buffer and
+    --augment_shift."""
     flags.DEFINE_string("dataset", None, "mnist, cifar10, imagenet32, imagenet64, "
                         "celeba_hq_256, or folder:<directory of PNG/JPEG images> (see "
                         "glow_nxn/data.py); default: the preset's dataset" if for_training else
@@ -71,6 +72,10 @@ def define_data_flags(for_training=True):
     flags.DEFINE_string("data_dir", None, "where tensorflow-datasets keeps prepared datasets")
     flags.DEFINE_string("manual_dir", None, "the folder of manually downloaded dataset files "
                         "(default for mnist: the repository's data/mnist)")
+    flags.DEFINE_enum("on_bad_image", "skip" if for_training else None,
+                      list(run_configs.ON_BAD_IMAGE), "a file of a folder: dataset that cannot "
+                      "be decoded: skip it (a warning names it) or stop with an error naming it"
+                      + ("" if for_training else "; default: the training run's"))
     if for_training:
         flags.DEFINE_integer("shuffle_buffer", 10_000, "examples in the shuffle buffer of the "
                              "training data (1: the stored order)")
@@ -126,6 +131,9 @@ def define_train_flags():
     flags.DEFINE_integer("num_samples", 16, "samples in the periodic sample grid")
     flags.DEFINE_float("sample_temperature", 0.7, "temperature of the periodic sample grid")
     flags.DEFINE_boolean("jit_compile", False, "compile the training step with XLA")
+    flags.DEFINE_float("step_timeout_seconds", 1800.0, "end the job (exit 70) when no training "
+                       "step completes for this long, e.g. because a process hangs; it must "
+                       "exceed a step plus an evaluation plus a checkpoint write (0: never)")
 
 
 def define_restore_flags():
@@ -147,22 +155,29 @@ def run_config():
     """The RunConfig of train.py's flags: --preset with the overrides, data and training."""
     overrides = {name: getattr(FLAGS, name) for name in _MODEL_OVERRIDES
                  if getattr(FLAGS, name) is not None}
-    dataset = FLAGS.dataset or (FLAGS.preset if FLAGS.preset in _named_datasets() else None)
+    dataset = FLAGS.dataset or (FLAGS.preset if FLAGS.preset in run_configs.DATASET_NAMES
+                                else None)
     with as_user_error():
         model = run_configs.preset(FLAGS.preset, seed=FLAGS.seed, **overrides)
         if dataset is None:
             raise ValueError(f"--preset={FLAGS.preset} has no dataset of its own: pass --dataset")
         data = run_configs.DataConfig(**_flag_values(run_configs.DataConfig, dataset=dataset))
         train = run_configs.TrainConfig(**_flag_values(run_configs.TrainConfig))
-        return run_configs.RunConfig(model=model, data=data, train=train)
+        run = run_configs.RunConfig(model=model, data=data, train=train)
+        _data().check_paths(data)
+        return run
 
 
 def restored_data_config(saved):
-    """The training run's DataConfig ``saved`` with --dataset/--data_dir/--manual_dir applied."""
-    given = {name: getattr(FLAGS, name) for name in ("dataset", "data_dir", "manual_dir")
+    """The training run's DataConfig ``saved`` with --dataset/--data_dir/--manual_dir/--on_bad_image
+    applied."""
+    given = {name: getattr(FLAGS, name)
+             for name in ("dataset", "data_dir", "manual_dir", "on_bad_image")
              if getattr(FLAGS, name)}
     with as_user_error():
-        return dataclasses.replace(saved, **given)
+        config = dataclasses.replace(saved, **given)
+        _data().check_paths(config)
+        return config
 
 
 def _flag_values(cls, **given):
@@ -170,10 +185,34 @@ def _flag_values(cls, **given):
     return {**{name: getattr(FLAGS, name) for name in names}, **given}
 
 
-def _named_datasets():
-    from glow_nxn.data import DATASETS
+def _data():
+    # Imported when first needed: data.py loads tensorflow-datasets, which takes seconds, and
+    # --help and most mistakes do not need it.
+    from glow_nxn import data
 
-    return DATASETS
+    return data
+
+
+def check_output_file(name):
+    """UserError unless --``name``, if given, can be written as a file (before any work)."""
+    if getattr(FLAGS, name):
+        with as_user_error():
+            run_configs.check_file_path(f"--{name}", getattr(FLAGS, name))
+
+
+def check_output_folder(name):
+    """UserError unless --``name``, if given, is a folder or can be made one."""
+    if getattr(FLAGS, name):
+        with as_user_error():
+            run_configs.check_folder_path(f"--{name}", getattr(FLAGS, name))
+
+
+def exit_now(error):
+    """Print a :class:`GlowError` as :func:`run` does and end the process at once, skipping the
+    interpreter's shutdown: for a stop on a signal (horovodrun allows 5 s) and for a watchdog
+    whose main thread is stuck (``os.write`` and ``os._exit`` take no lock that it could hold)."""
+    os.write(2, f"{os.path.basename(sys.argv[0])}: {error.label}: {error}\n".encode())
+    os._exit(error.exit_code)
 
 
 def run(main):
@@ -189,7 +228,7 @@ def run(main):
                 raise UserError(f"unexpected arguments {argv[1:]}; every option is a --flag")
             return main(argv)
         except GlowError as error:
-            print(f"{script}: error: {error}", file=sys.stderr)
+            print(f"{script}: {error.label}: {error}", file=sys.stderr, flush=True)
             sys.exit(error.exit_code)
 
     def parse(argv):

@@ -14,8 +14,9 @@ from absl import flags
 
 import flags as project_flags
 from glow_nxn import data, sampling
+from glow_nxn.config import MAX_SEED, check_float, check_int, check_positive_int
 from glow_nxn.distributed import Replicas
-from glow_nxn.errors import UserError, as_user_error
+from glow_nxn.errors import as_user_error
 
 project_flags.define_restore_flags()
 project_flags.define_data_flags(for_training=False)
@@ -31,18 +32,26 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    # Every flag first, so that a mistake costs no loading.
     folder = project_flags.run_folder()
-    try:
-        temperatures = [float(t) for t in FLAGS.temperatures]
-    except ValueError as error:
-        raise UserError(f"--temperatures must be numbers: {error}") from error
-    if any(not t >= 0 for t in temperatures) or FLAGS.num_samples < 1:
-        raise UserError("--temperatures must be >= 0 and --num_samples >= 1")
-    if FLAGS.num_reconstructions < 2 or FLAGS.interpolation_steps < 2:
-        raise UserError("--num_reconstructions and --interpolation_steps must be at least 2")
-    loaded = folder.load_model(FLAGS.checkpoint, FLAGS.weights)
-    data_config = project_flags.restored_data_config(loaded.run_config.data)
     with as_user_error():
+        temperatures = [_number("--temperatures", t) for t in FLAGS.temperatures]
+        if not temperatures:
+            raise ValueError("--temperatures must name at least one temperature")
+        for temperature in temperatures:
+            check_float("--temperatures", temperature, minimum=0.0)
+        check_int("--seed", FLAGS.seed, 0, MAX_SEED)
+        check_positive_int("--num_samples", FLAGS.num_samples)
+        check_int("--num_reconstructions", FLAGS.num_reconstructions, minimum=2)
+        check_int("--interpolation_steps", FLAGS.interpolation_steps, minimum=2)
+    project_flags.check_output_folder("output_dir")
+    folder.check_is_a_run()
+    data_config = project_flags.restored_data_config(folder.load_config().data)
+    checkpoint = folder.resolve_checkpoint(FLAGS.checkpoint)
+    loaded = folder.load_model(checkpoint, FLAGS.weights)
+    with as_user_error():
+        for bad in data.bad_images(data_config, splits=("test",)):
+            print(f"warning: skipping image {bad.path}: {bad.reason}")
         test = data.evaluation_split(data_config, Replicas(),
                                      image_shape=loaded.model.config.image_shape,
                                      batch_size=FLAGS.num_reconstructions)
@@ -58,6 +67,13 @@ def main(argv):
     print(f"reconstruction: max |x - decode(encode(x))| = {pictures.error:.2e} pixel units over "
           f"{int(originals.shape[0])} test images")
     print("wrote " + ", ".join(written), flush=True)
+
+
+def _number(name, text):
+    try:
+        return float(text)
+    except ValueError as error:
+        raise ValueError(f"{name} must be numbers, got {text!r}") from error
 
 
 if __name__ == "__main__":

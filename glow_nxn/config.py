@@ -9,11 +9,13 @@ A run is a :class:`RunConfig` of three frozen dataclasses:
 This module is a leaf: it imports neither TensorFlow nor any other part of the package, so a run's
 description can be read, checked and printed anywhere. Every value is checked once, here, by the
 ``check_*`` helpers, which raise ``ValueError`` naming the field, the value and what is allowed
-(entry scripts turn that into a one-line error). ``flags.py`` builds a RunConfig from the command
+(entry scripts turn that into a one-line error); the scripts' own flags and paths go through the
+same helpers before any work starts. ``flags.py`` builds a RunConfig from the command
 line; :mod:`glow_nxn.run_folder` saves it as ``config.json`` and loads it back, typed.
 """
 import dataclasses
 import json
+import os
 
 # The registries' names (glow_nxn.layers.MIXINGS / COUPLINGS hold the layers; a test keeps the
 # two in step), so that a config can be checked without importing TensorFlow.
@@ -24,18 +26,29 @@ NETWORK_DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adam", "adamax")
 LR_SCHEDULES = ("cosine", "constant")
 WEIGHTS = ("ema", "raw")
+# glow_nxn.data.DATASETS holds the named datasets (a test keeps the two in step); any other dataset
+# is a folder of images, FOLDER_PREFIX + its directory.
+DATASET_NAMES = ("mnist", "cifar10", "imagenet32", "imagenet64", "celeba_hq_256")
+FOLDER_PREFIX = "folder:"
+# What a folder dataset does with a file it cannot decode (glow_nxn/data.py).
+ON_BAD_IMAGE = ("skip", "stop")
 MAX_SEED = 2**31 - 1
+# Counts end up in TensorFlow int64s.
+MAX_INT = 2**63 - 1
 
 
 # ---- the one set of validators --------------------------------------------------------------
 
 def check_int(name, value, minimum=None, maximum=None):
-    """ValueError unless ``value`` is an int (not a bool) in ``[minimum, maximum]``."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
+    """ValueError unless ``value`` is an int (not a bool) in ``[minimum, maximum]`` that fits
+    TensorFlow's int64."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT
     ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
     if not ok:
-        raise ValueError(f"{name} must be {_range_words('an integer', minimum, maximum)}, "
-                         f"got {value!r}")
+        words = _range_words("an integer", minimum, maximum)
+        if isinstance(value, int) and abs(value) > MAX_INT:
+            words += " below 2**63"
+        raise ValueError(f"{name} must be {words}, got {value!r}")
 
 
 def check_positive_int(name, value):
@@ -49,8 +62,11 @@ def check_float(name, value, minimum=None, maximum=None, above=None):
     ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
     ok = ok and (above is None or value > above)
     if not ok:
-        words = (f"a number above {above}" if above is not None and maximum is None
-                 else _range_words("a number", minimum, maximum))
+        if above is not None:
+            words = f"a number above {above}" + (f" and at most {maximum}"
+                                                  if maximum is not None else "")
+        else:
+            words = _range_words("a number", minimum, maximum)
         raise ValueError(f"{name} must be {words}, got {value!r}")
 
 
@@ -62,6 +78,26 @@ def check_choice(name, value, choices):
 def check_n_bits(n_bits):
     """ValueError unless ``n_bits`` is an integer in 1..8 (bits per colour channel)."""
     check_int("n_bits", n_bits, 1, 8)
+
+
+def check_folder_path(name, path):
+    """ValueError unless ``path`` is a folder or can be made one: the nearest part of it that
+    exists must be a folder (not a file)."""
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing):
+        raise ValueError(f"{name} {path}: {existing} is a file, not a folder; name a new or "
+                         f"existing folder")
+
+
+def check_file_path(name, path):
+    """ValueError unless a file can be written at ``path``: not a folder, in an existing one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        raise ValueError(f"{name} {path}: " + ("is a folder" if os.path.isdir(path) else
+                                               f"{folder} is not an existing folder")
+                         + "; name a file in an existing folder")
 
 
 def _range_words(kind, minimum, maximum):
@@ -138,11 +174,14 @@ class DataConfig:
     """Where a run's images come from (see :mod:`glow_nxn.data`) and how training draws them.
 
     Attributes:
-      dataset: a name of :data:`glow_nxn.data.DATASETS` or ``folder:<directory>``.
+      dataset: a name of :data:`DATASET_NAMES` (:data:`glow_nxn.data.DATASETS`) or
+        ``folder:<directory>``.
       data_dir: where tensorflow-datasets keeps prepared datasets (None: its default).
       manual_dir: the folder of manually downloaded files a dataset is prepared from.
       shuffle_buffer: examples in the training stream's shuffle buffer (1: the stored order).
       augment_shift: random-shift augmentation of training images by up to this many pixels.
+      on_bad_image: what a ``folder:`` dataset does with a file it cannot read or decode:
+        ``skip`` it (named in a warning and counted) or ``stop`` the run with an error naming it.
     """
 
     dataset: str = "mnist"
@@ -150,13 +189,18 @@ class DataConfig:
     manual_dir: str = None
     shuffle_buffer: int = 10_000
     augment_shift: int = 0
+    on_bad_image: str = "skip"
 
     def __post_init__(self):
-        if not (isinstance(self.dataset, str) and self.dataset):
-            raise ValueError(f"dataset must be a name or folder:<directory>, got "
-                             f"{self.dataset!r}")
+        if not (isinstance(self.dataset, str) and (
+                self.dataset in DATASET_NAMES
+                or self.dataset.startswith(FOLDER_PREFIX) and self.dataset != FOLDER_PREFIX)):
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: "
+                             f"{', '.join(sorted(DATASET_NAMES))}, or {FOLDER_PREFIX}<directory "
+                             f"of PNG/JPEG images>")
         check_positive_int("shuffle_buffer", self.shuffle_buffer)
         check_int("augment_shift", self.augment_shift, minimum=0)
+        check_choice("on_bad_image", self.on_bad_image, ON_BAD_IMAGE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +221,8 @@ class TrainConfig:
     state and multiplies the learning rate by ``recovery_lr_factor``, at most ``max_recoveries``
     times. ``eval_every_steps`` = 0 never evaluates during training; ``eval_weights`` picks the
     weights it evaluates and samples with (``ema``: the average, when there is one; ``raw``).
+    ``step_timeout_seconds`` > 0 ends the job when no step completes for that long (a process
+    that hangs; it must exceed a step plus an evaluation plus a checkpoint write).
     """
 
     per_replica_batch_size: int = 64
@@ -207,6 +253,7 @@ class TrainConfig:
     sample_temperature: float = 0.7
     seed: int = 0
     jit_compile: bool = False
+    step_timeout_seconds: float = 1800.0
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -227,7 +274,7 @@ class TrainConfig:
             raise ValueError("ema_decay must be below 1 (1 would never move the average); "
                              "0 turns averaging off")
         for name in ("grad_clip_norm", "max_train_seconds", "spike_threshold",
-                     "sample_temperature"):
+                     "sample_temperature", "step_timeout_seconds"):
             check_float(name, getattr(self, name), minimum=0.0)
         check_float("recovery_lr_factor", self.recovery_lr_factor, above=0.0, maximum=1.0)
 
@@ -239,6 +286,10 @@ class RunConfig:
     model: ModelConfig
     data: DataConfig
     train: TrainConfig
+
+    def __post_init__(self):
+        height, width, _ = self.model.image_shape
+        check_int("augment_shift", self.data.augment_shift, 0, min(height, width) - 1)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

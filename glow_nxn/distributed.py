@@ -9,7 +9,11 @@ Under ``horovodrun`` (Gloo), a process that exits non-zero ends the job: ``horov
 the other processes (SIGTERM, then SIGKILL after 5 s) and exits non-zero itself, and a collective
 left waiting on the dead process fails at once ("Horovod has been shut down"). A collective waiting
 on a live but busy process (rank 0 preparing a dataset) waits as long as it takes: Gloo's timeout
-(``HOROVOD_GLOO_TIMEOUT_SECONDS``, 30 s) does not cut it short. docs/DISTRIBUTED.md has the
+(``HOROVOD_GLOO_TIMEOUT_SECONDS``, 30 s) does not cut it short, since the busy process's Horovod
+thread keeps talking. A process stopped outright (SIGSTOP, a frozen machine) stops that thread
+too: its peers' Gloo operations then time out after those 30 s, Horovod shuts down, and the job
+ends (42 s after the SIGSTOP in tests/test_horovod.py). A process hung while alive is ended by
+:class:`glow_nxn.training.Watchdog`. docs/DISTRIBUTED.md and docs/RELIABILITY.md have the
 evidence.
 """
 import os

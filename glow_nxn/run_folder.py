@@ -6,6 +6,7 @@ Only this module spells a path inside a run folder::
       config.json            the RunConfig (model, data, train), written by rank 0 at the start
       checkpoints/ckpt-N.*   model, optimizer, weight average and progress at step N (newest few)
       checkpoints/checkpoint the index TensorFlow reads to find the newest
+      checkpoints/unreadable/ checkpoints set aside on resume because they could not be read
       summaries/             TensorBoard event files
       metrics.jsonl          one JSON object per progress line and per evaluation
       eval.json              evaluate.py's result
@@ -15,20 +16,30 @@ Files are written whole or not at all: JSON through a temporary file and ``os.re
 checkpoints by ``tf.train.CheckpointManager``, which points its index at a new checkpoint only
 after every file of it is written. A checkpoint is built by :func:`training_checkpoint`, the same
 way for writing and for reading.
+
+Faults cost at most one checkpoint. A write that fails (a full disk) raises
+:class:`~glow_nxn.errors.WriteFailed` after removing the partial files, so the index still names
+the previous checkpoint, intact. On resume (:meth:`RunFolder.restore_newest`), a checkpoint that
+cannot be read (a damaged file) is moved to ``checkpoints/unreadable/`` with a warning and the
+next older one is tried; only when none can be read does the resume fail, with every file left
+where it was.
 """
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 
 import tensorflow as tf
 
 from glow_nxn.averaging import WeightAverage
-from glow_nxn.config import WEIGHTS, RunConfig
-from glow_nxn.errors import UserError
+from glow_nxn.config import WEIGHTS, RunConfig, check_folder_path
+from glow_nxn.errors import UserError, WriteFailed, as_user_error, first_line
 from glow_nxn.model import Glow
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "unreadable"  # inside CHECKPOINT_DIR
 SUMMARIES_DIR = "summaries"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
@@ -64,12 +75,24 @@ def training_checkpoint(model, state, optimizer=None, average=None):
 
 
 def write_json_atomically(path, payload):
-    """Write ``payload`` as JSON to ``path``, replacing any old file only once fully written."""
+    """Write ``payload`` as JSON to ``path``, replacing any old file only once fully written;
+    :class:`WriteFailed` if it cannot be (the old file, if any, is left as it was)."""
     temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
+    with writing(path):
+        with open(temporary, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turn an OSError while writing ``path`` (a full disk, no permission) into one line."""
+    try:
+        yield
+    except OSError as error:
+        raise WriteFailed(f"cannot write {path} ({error.strerror or error}); free space or fix "
+                          f"the folder, then run the same command again") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +142,12 @@ class RunFolder:
         return self._join(SAMPLES_DIR)
 
     def check_can_hold_a_run(self):
-        """UserError if the path exists but is not a folder (it would be written into)."""
+        """UserError unless the path is a folder or can be made one (it will be written into)."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f"--workdir {self.path} is a file, not a folder: name a new or "
                             f"existing run folder")
+        with as_user_error():
+            check_folder_path("--workdir", self.path)
 
     def check_is_a_run(self):
         """UserError unless this is a folder train.py wrote (for evaluate.py and sample.py)."""
@@ -136,7 +161,8 @@ class RunFolder:
 
     def save_config(self, run_config):
         """Write ``config.json``: the whole :class:`RunConfig`."""
-        os.makedirs(self.path, exist_ok=True)
+        with writing(self.path):
+            os.makedirs(self.path, exist_ok=True)
         write_json_atomically(self.config_path, json.loads(run_config.to_json()))
 
     def load_config(self):
@@ -152,9 +178,10 @@ class RunFolder:
 
     def append_metrics(self, record):
         """Append one JSON object as a line of ``metrics.jsonl``."""
-        os.makedirs(self.path, exist_ok=True)
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        with writing(self.metrics_path):
+            os.makedirs(self.path, exist_ok=True)
+            with open(self.metrics_path, "a") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -164,6 +191,77 @@ class RunFolder:
 
     def latest_checkpoint(self):
         return tf.train.latest_checkpoint(self.checkpoint_dir)
+
+    def save_checkpoint(self, manager, step):
+        """Write checkpoint ``ckpt-<step>`` through ``manager``; returns its path.
+
+        :class:`WriteFailed` if the write fails (a full disk): the partial files are removed,
+        so the index and the previous checkpoints are as they were.
+        """
+        try:
+            return manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as error:
+            path = os.path.join(self.checkpoint_dir, f"ckpt-{step}")
+            if path not in manager.checkpoints:
+                for leftover in tf.io.gfile.glob(f"{path}.*") + tf.io.gfile.glob(f"{path}_temp*"):
+                    if os.path.isdir(leftover):
+                        shutil.rmtree(leftover, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.remove(leftover)
+            previous = manager.latest_checkpoint
+            after = (f"the newest checkpoint, {previous}, is intact: free space, then run the "
+                     f"same command to resume from it" if previous else
+                     "there is no earlier checkpoint: free space, then run the same command")
+            raise WriteFailed(f"checkpoint of step {step} could not be written to "
+                              f"{self.checkpoint_dir} ({first_line(error)}); {after}") from error
+
+    def restore_newest(self, checkpoint, log=print):
+        """Restore ``checkpoint`` from the newest checkpoint that can be read; its path, or None
+        if there is no checkpoint.
+
+        Newer ones that cannot be read are moved to ``checkpoints/unreadable/`` (one ``log``
+        line each) and dropped from the index, so the run continues from the one that was
+        read. UserError if none can be read; then nothing is moved.
+        """
+        state = tf.train.get_checkpoint_state(self.checkpoint_dir)
+        if state is None:
+            return None
+        paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+        times = (list(state.all_model_checkpoint_timestamps)
+                 or [state.last_preserved_timestamp] * len(paths))
+        failures = []
+        for path in reversed(paths):
+            try:
+                self.restore(checkpoint, path)
+            except UserError as error:
+                failures.append((path, error.__cause__))
+                continue
+            if failures:
+                self._set_aside(failures, list(zip(paths, times)), state, log)
+            return path
+        raise UserError(f"none of the {len(paths)} checkpoints in {self.checkpoint_dir} can be "
+                        f"read (the newest, {paths[-1]}: {first_line(failures[0][1])}); move "
+                        f"them away to start afresh")
+
+    def _set_aside(self, failures, listed, state, log):
+        """Move the ``failures`` (path, error) to ``unreadable/``; index the rest of ``listed``
+        (path, timestamp), oldest first, as a CheckpointManager would have."""
+        unreadable = os.path.join(self.checkpoint_dir, UNREADABLE_DIR)
+        with writing(unreadable):
+            os.makedirs(unreadable, exist_ok=True)
+            for path, error in failures:
+                for name in tf.io.gfile.glob(f"{path}.*"):
+                    os.replace(name, os.path.join(unreadable, os.path.basename(name)))
+                log(f"warning: checkpoint {path} cannot be read ({first_line(error)}); moved to "
+                    f"{unreadable}, resuming from an older one")
+        gone = {path for path, _ in failures}
+        kept = [(path, time) for path, time in listed if path not in gone]
+        # TensorFlow 2 has no public writer of the index but this v1 one (what the manager uses).
+        tf.compat.v1.train.update_checkpoint_state(
+            self.checkpoint_dir, kept[-1][0], all_model_checkpoint_paths=[p for p, _ in kept],
+            all_model_checkpoint_timestamps=[t for _, t in kept],
+            last_preserved_timestamp=state.last_preserved_timestamp)
 
     def resolve_checkpoint(self, name=None):
         """The checkpoint path to load: ``name`` (a path or a ``ckpt-N`` here) or the newest.
@@ -197,11 +295,9 @@ class RunFolder:
         try:
             checkpoint.read(path).assert_existing_objects_matched().expect_partial()
         except Exception as error:  # noqa: BLE001 (see the docstring)
-            text = str(error).strip()
-            first_line = text.splitlines()[0] if text else type(error).__name__
-            raise UserError(f"checkpoint {path} cannot be read ({first_line}); delete it to "
-                            f"fall back to an older one, or name another with --checkpoint") \
-                from error
+            raise UserError(f"checkpoint {path} cannot be read ({first_line(error)}); name "
+                            f"an older one with --checkpoint (train.py sets it aside and resumes "
+                            f"from an older one)") from error
 
     def load_model(self, checkpoint_name=None, weights="ema"):
         """A trained model, as a :class:`LoadedModel`.

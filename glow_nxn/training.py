@@ -23,16 +23,29 @@ whole run, summed over resumptions). Rank 0's clock decides: its seconds are bro
 
 **The loop** (:meth:`Trainer.fit`)::
 
-    start:  prepare data (rank 0) → resume from the newest checkpoint, or data-dependent init
+    start:  prepare data (rank 0), name the images it skips → resume from the newest checkpoint,
+            or data-dependent init
             → one broadcast of model, optimizer, average and progress from rank 0 → hooks.on_start
     repeat: stop if train_steps or the time budget is reached, or a hook asked to
             → one step (above) → hooks.after_step(result)
     end:    hooks.on_end (last progress line, last checkpoint) → summary
 
 Everything but the step itself is a :class:`Hook`: the :class:`DivergenceGuard` (spike and
-non-finite-loss recovery), :class:`ProgressLog` (progress lines, TensorBoard, metrics.jsonl),
-:class:`PeriodicCheckpoint` and :class:`PeriodicEvaluation`, in that order, then any hooks the
-caller adds. Only rank 0 writes (checkpoints, config.json, summaries, metrics).
+non-finite-loss recovery), :class:`ProgressLog` (progress lines, TensorBoard, metrics.jsonl) and
+:class:`PeriodicCheckpoint`, in that order, then any hooks the caller adds, then
+:class:`PeriodicEvaluation`, which is skipped once a hook has asked the run to stop (it can take
+minutes; a run that was told to stop should stop). Only rank 0 writes (checkpoints, config.json,
+summaries, metrics).
+
+**A process that hangs.** :class:`Watchdog`, another hook of train.py's, ends the job when no
+step completes for ``step_timeout_seconds`` (exit 70); a process stopped outright (SIGSTOP) is
+caught sooner by Horovod itself (docs/RELIABILITY.md).
+
+**Stopping on a signal.** :class:`Preemption` is a hook that train.py adds, with the handlers of
+SIGTERM and SIGINT it installs for the duration of training: after the step during which any
+process was signalled, every process stops; the end of the loop writes a checkpoint (if the run
+is healthy), and train.py exits with code 75 (:class:`~glow_nxn.errors.Preempted`). The same
+command resumes from that step.
 
 **Equivalence.** With ``shuffle_buffer=1`` and the same seed, ``n`` replicas with batch ``b`` (and
 init batch ``i``) train as one process with batch ``n·b`` (init batch ``n·i``): replica ``r`` reads
@@ -45,6 +58,8 @@ import collections
 import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
 
 import tensorflow as tf
@@ -52,11 +67,15 @@ import tensorflow as tf
 from glow_nxn import data, evaluation, objectives, sampling
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.distributed import Replicas
-from glow_nxn.errors import TrainingDiverged, UserError, as_user_error
+from glow_nxn.errors import Hung, TrainingDiverged, UserError, as_user_error
 from glow_nxn.keras import keras
 from glow_nxn.layers import NOT_XLA_COMPILABLE
 from glow_nxn.model import Glow
 from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
+
+
+TRAIN_STEPS_REACHED = "train_steps reached"
+TIME_BUDGET_SPENT = "time budget spent"
 
 
 class Schedule:
@@ -157,8 +176,8 @@ class Trainer:
         self.schedule = Schedule(config, self.replicas.size)
         self._train_step = tf.function(self._step_fn, jit_compile=config.jit_compile)
         self.guard, self.progress_log = DivergenceGuard(config), ProgressLog(config)
-        self.hooks = [self.guard, self.progress_log, PeriodicCheckpoint(config),
-                      PeriodicEvaluation(config), *hooks]
+        self.hooks = [self.guard, self.progress_log, PeriodicCheckpoint(config), *hooks,
+                      PeriodicEvaluation(config)]
         self.stop_reason = None
         self.saved_step = None
 
@@ -181,17 +200,21 @@ class Trainer:
         """Resume from the newest checkpoint, or data-dependent init from ``init_images()``.
 
         Returns the step to start from. Rank 0 decides whether there is a checkpoint and reads
-        it; every replica then takes rank 0's state in one broadcast (no shared file system
-        needed). ``init_images`` is called only for a fresh run, on every replica, and returns
-        that replica's slice of the global init batch; every ActNorm moment is averaged across
-        replicas (``replicas.mean``), so the init is that of the whole global batch.
+        the newest it can (setting aside newer ones it cannot read:
+        :meth:`RunFolder.restore_newest`); every replica then takes rank 0's state in one
+        broadcast (no shared file system needed). ``init_images`` is called only for a fresh
+        run, on every replica, and returns that replica's slice of the global init batch; every
+        ActNorm moment is averaged across replicas (``replicas.mean``), so the init is that of
+        the whole global batch.
         """
-        latest = self.manager.latest_checkpoint if self.replicas.is_chief else None
+        latest = None
+        if self.replicas.is_chief:
+            latest = self.folder.restore_newest(self.checkpoint, self.log)
+            # The manager read the index when it was built; it may have changed since.
+            self.manager = self.folder.checkpoint_manager(self.checkpoint,
+                                                          self.config.keep_checkpoints)
         resuming = bool(self.replicas.broadcast(tf.constant(int(latest is not None))).numpy())
-        if resuming:
-            if self.replicas.is_chief:
-                self.folder.restore(self.checkpoint, latest)
-        else:
+        if not resuming:
             self.model.data_dependent_init(init_images(), reduce_mean=self.replicas.mean)
             if self.average is not None:
                 self.average.reset()
@@ -264,8 +287,8 @@ class Trainer:
         self.state.seconds.assign(seconds)
         progress = self.schedule.progress(step, seconds)
         if progress >= 1.0:
-            self.request_stop("time budget spent" if step < self.config.train_steps
-                              else "train_steps reached")
+            self.request_stop(TIME_BUDGET_SPENT if step < self.config.train_steps
+                              else TRAIN_STEPS_REACHED)
             return None
         learning_rate = self.schedule(step, progress) * float(self.state.lr_scale.numpy())
         self.optimizer.learning_rate = learning_rate
@@ -295,8 +318,9 @@ class Trainer:
         return self.guard.healthy
 
     def save(self):
-        """Rank 0 writes a checkpoint of the current step; every replica runs the hooks."""
-        path = self.manager.save(checkpoint_number=self.state.step) \
+        """Rank 0 writes a checkpoint of the current step; every replica runs the hooks.
+        :class:`~glow_nxn.errors.WriteFailed` (on rank 0) if it cannot be written."""
+        path = self.folder.save_checkpoint(self.manager, self.step) \
             if self.replicas.is_chief else None
         self.saved_step = self.step
         for hook in self.hooks:
@@ -308,6 +332,11 @@ class Trainer:
         config, replicas = self.config, self.replicas
         with as_user_error():
             data.prepare_once(self.data_config, replicas)
+            skipped = data.bad_images(self.data_config)
+        for bad in skipped:
+            self.log(f"warning: skipping image {bad.path}: {bad.reason}")
+        if skipped:
+            self.record("data", skipped_images=len(skipped), paths=[b.path for b in skipped])
         start_step = self.restore_or_initialise(self._init_batch)
         train_data, self.test_data = self._datasets()
         if replicas.is_chief:
@@ -320,11 +349,13 @@ class Trainer:
         self._iterator = iter(train_data)
         self._clock_start, self._seconds_at_start = time.time(), float(self.state.seconds.numpy())
         with self.writer.as_default():
+            tf.summary.scalar("data/skipped_images", len(skipped), step=start_step)
             for hook in self.hooks:
                 hook.on_start(self)
             while self.stop_reason is None:
                 self.run_step()
-            if self.step == start_step:
+            if self.step == start_step and self.stop_reason in (TRAIN_STEPS_REACHED,
+                                                                 TIME_BUDGET_SPENT):
                 self.log(f"nothing to train: the run is at step {start_step} and "
                          f"{self.stop_reason}; raise --train_steps or --max_train_seconds to "
                          f"train longer")
@@ -333,7 +364,7 @@ class Trainer:
             self.writer.flush()
         return {"step": self.step, "start_step": start_step,
                 "train_bits_per_dim": self.progress_log.last_bits, "stop_reason": self.stop_reason,
-                "skipped_updates": self.guard.skipped,
+                "skipped_updates": self.guard.skipped, "skipped_images": len(skipped),
                 "recoveries": int(self.state.recoveries.numpy()),
                 "seconds": float(self.state.seconds.numpy()),
                 "checkpoint": self.manager.latest_checkpoint}
@@ -556,14 +587,15 @@ class PeriodicCheckpoint(Hook):
 
 
 class PeriodicEvaluation(Hook):
-    """Test bits/dim and a sample grid every ``eval_every_steps`` steps (0: never)."""
+    """Test bits/dim and a sample grid every ``eval_every_steps`` steps (0: never), unless the
+    run has been asked to stop after this step."""
 
     def __init__(self, config):
         self.config = config
 
     def after_step(self, trainer, result):
         every = self.config.eval_every_steps
-        if every and result.step % every == 0:
+        if every and result.step % every == 0 and trainer.stop_reason is None:
             evaluated, picture, weights = trainer.evaluate_and_sample()
             trainer.log(f"step {result.step:7d}  test bits/dim {evaluated.bits_per_dim:.4f} "
                         f"± {evaluated.standard_error:.4f} ({evaluated.num_images} images, "
@@ -575,6 +607,132 @@ class PeriodicEvaluation(Hook):
             if picture is not None:
                 tf.summary.image(f"samples/temperature_{self.config.sample_temperature}",
                                  picture[tf.newaxis], step=result.step)
+
+
+class Preemption(Hook):
+    """Stop after the current step when any process of the job receives a stop signal.
+
+    SIGTERM is what SLURM, Kubernetes, preemptible cloud machines and horovodrun send before they
+    kill a job; SIGINT is Ctrl-C. The handler only records the signal (it runs between two
+    Python bytecodes, possibly mid-step); the decision is taken by every replica together, before
+    the first step and after each one: the replicas gather what each received, so all stop after
+    the same step even when only one was signalled. The end of the loop then writes a checkpoint
+    if the run is healthy (:class:`PeriodicCheckpoint`), and the other replicas wait at a barrier
+    until rank 0 has written it, since horovodrun stops every process as soon as one exits
+    non-zero. After the stop is agreed, :attr:`signal_name` names the signal and :attr:`stopped`
+    says whether it was what stopped the run.
+
+    Time from the signal to the end: the rest of the current step (or of the start-up, before
+    the first step), at most one periodic evaluation if one had already begun, and one
+    checkpoint write. A second SIGINT after a SIGINT stops at once (KeyboardInterrupt, as Python
+    would); further SIGTERMs are absorbed, since a scheduler and horovodrun may both send one.
+    Nothing is installed at import: :meth:`catching` installs the handlers for a ``with`` block.
+    """
+
+    def __init__(self):
+        self.received = 0  # the number of the first signal this process received
+        self.signal_name = None
+        self.stopped = False
+
+    @contextlib.contextmanager
+    def catching(self, *signals):
+        """Record ``signals`` (e.g. ``signal.SIGTERM, signal.SIGINT``) inside the block; the
+        previous handlers come back after it."""
+        previous = {number: signal.signal(number, self._record) for number in signals}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _record(self, number, frame):
+        if number == self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = self.received or number
+
+    def on_start(self, trainer):
+        self._agree(trainer)
+
+    def after_step(self, trainer, result):
+        self._agree(trainer)
+
+    def _agree(self, trainer):
+        received = trainer.replicas.gather(tf.constant([self.received], tf.int32)).numpy()
+        signalled = [int(number) for number in received if number]
+        if signalled and self.signal_name is None:
+            self.signal_name = signal.Signals(signalled[0]).name
+            reason = f"{self.signal_name} received"
+            trainer.request_stop(reason)
+            self.stopped = trainer.stop_reason == reason
+            trainer.log(f"step {trainer.step}: {reason}; stopping")
+
+    def on_end(self, trainer):
+        if self.stopped:
+            # The others leave only once rank 0's checkpoint (written by PeriodicCheckpoint.
+            # on_end, before this hook) is on disk.
+            trainer.replicas.barrier()
+
+
+class Watchdog(Hook):
+    """Ends the job when no training step completes for ``timeout`` seconds.
+
+    A process that hangs while alive (a deadlock, a stuck file system, a lost GPU) would hold the
+    whole job: its peers wait in their next collective as long as it takes, and Horovod's stall
+    detection did not end such a job (docs/RELIABILITY.md). A thread of this process checks,
+    once a second, the time since the last beat (the loop's start, every step, every
+    checkpoint); past ``timeout`` it calls ``on_hang`` with a :class:`~glow_nxn.errors.Hung`,
+    which must end the process (train.py: one line, exit 70; horovodrun then stops the others).
+    It runs in every process, so the hung one and the ones waiting for it all fire. It watches
+    from the end of the first step to the end of :meth:`running`: before that, rank 0 may rightly
+    work alone for long (preparing a dataset) and the first step traces, and with XLA compiles,
+    the step function. ``timeout`` must exceed a step plus a periodic evaluation plus a
+    checkpoint write.
+    """
+
+    def __init__(self, timeout, on_hang):
+        self.timeout, self.on_hang = timeout, on_hang
+        self._last_beat = None  # None: not watching
+        self._trainer = None
+
+    @contextlib.contextmanager
+    def running(self):
+        """Watch in a daemon thread for the duration of the block (no thread if timeout is 0)."""
+        if not self.timeout:
+            yield self
+            return
+        done = threading.Event()
+        thread = threading.Thread(target=self._watch, args=(done,), name="watchdog",
+                                  daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
+
+    def _watch(self, done):
+        while not done.wait(1.0):
+            last = self._last_beat
+            if last is not None and time.monotonic() - last > self.timeout:
+                trainer = self._trainer
+                self.on_hang(Hung(
+                    f"no training step completed in {self.timeout:g} s after step "
+                    f"{trainer.step} (--step_timeout_seconds): a process of the job hangs; "
+                    f"the same command resumes from the newest checkpoint, "
+                    f"{trainer.manager.latest_checkpoint}"))
+                return
+
+    def _beat(self):
+        self._last_beat = time.monotonic()
+
+    def on_start(self, trainer):
+        self._trainer = trainer
+
+    def after_step(self, trainer, result):
+        self._beat()
+
+    def on_checkpoint(self, trainer, path):
+        self._beat()
 
 
 def train(run_config, workdir, replicas=None, log=print, hooks=()):

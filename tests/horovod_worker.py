@@ -7,7 +7,8 @@ more hook of the training loop (:class:`Probe`, a :class:`glow_nxn.training.Hook
 is asked for. Each probe is switched on by an environment variable:
 
 ``GLOW_TEST_RECORD_DIR``
-    Each rank keeps ``<dir>/rank<r>.json`` up to date (after every step and at exit): its ``pid``;
+    Each rank keeps ``<dir>/rank<r>.json`` up to date (after every step and checkpoint, at the
+    end and at exit): its ``pid``;
     ``digests``, the sha256 of every variable the replicas share (model, optimizer, weight
     average, progress), taken at the loop's start (after the broadcast: ``"start"``), at every
     checkpoint (``"step N"``) and at its end (``"end"``); ``examples``, per
@@ -20,6 +21,9 @@ is asked for. Each probe is switched on by an environment variable:
 ``GLOW_TEST_EXIT_AT_STEP=R:S``
     Rank ``R`` dies (``os._exit(3)``, no clean-up) just before its training step ``S``, having
     written its record (with ``died_at``, the time) if ``GLOW_TEST_RECORD_DIR`` is set.
+``GLOW_TEST_HANG_AT_STEP=R:S``
+    Rank ``R`` hangs while alive (sleeps for a day) after its training step ``S``, having written
+    its record (with ``hung_at``, the time).
 """
 import atexit
 import functools
@@ -73,8 +77,8 @@ def digest(trainer):
 class Probe(training.Hook):
     """The records of the module docstring, taken through the training loop's hooks."""
 
-    def __init__(self, die_at):
-        self.die_at = die_at
+    def __init__(self, die_at, hang_at):
+        self.die_at, self.hang_at = die_at, hang_at
 
     def on_start(self, trainer):
         RECORD["digests"]["start"] = digest(trainer)
@@ -90,12 +94,19 @@ class Probe(training.Hook):
             RECORD["died_at"] = time.time()
             write_record()
             os._exit(3)
+        if self.hang_at is not None and (RANK, result.step) == self.hang_at:
+            print(f"rank {RANK}: hanging after step {result.step}", flush=True)
+            RECORD["hung_at"] = time.time()
+            write_record()
+            time.sleep(86400)
 
     def on_checkpoint(self, trainer, path):
         RECORD["digests"][f"step {trainer.step}"] = digest(trainer)
+        write_record()  # train.py may leave by os._exit (a signal), without atexit
 
     def on_end(self, trainer):
         RECORD["digests"]["end"] = digest(trainer)
+        write_record()
 
 
 def wrap_prepare():
@@ -112,9 +123,17 @@ def wrap_prepare():
 
 
 def write_record():
+    """Write the record whole (through a temporary file): a reader polls it during the run."""
     if RECORD_DIR:
-        with open(os.path.join(RECORD_DIR, f"rank{RANK}.json"), "w") as handle:
+        path = os.path.join(RECORD_DIR, f"rank{RANK}.json")
+        with open(f"{path}.tmp", "w") as handle:
             json.dump(RECORD, handle)
+        os.replace(f"{path}.tmp", path)
+
+
+def rank_and_step(value):
+    """``(R, S)`` of an ``"R:S"`` variable; None if unset."""
+    return tuple(int(part) for part in value.split(":")) if value else None
 
 
 def own_workdir(argv):
@@ -123,8 +142,8 @@ def own_workdir(argv):
 
 def main():
     script, *args = sys.argv[1:]
-    die_at = os.environ.get("GLOW_TEST_EXIT_AT_STEP")
-    die_at = tuple(int(part) for part in die_at.split(":")) if die_at else None
+    die_at, hang_at = (rank_and_step(os.environ.get(name))
+                       for name in ("GLOW_TEST_EXIT_AT_STEP", "GLOW_TEST_HANG_AT_STEP"))
     if RECORD_DIR:
         wrap_prepare()
         atexit.register(write_record)
@@ -132,14 +151,14 @@ def main():
         args = own_workdir(args)
     path = os.path.join(REPO, script)
     sys.argv = [path, *args]
-    if script != "train.py" or not (RECORD_DIR or die_at):
+    if script != "train.py" or not (RECORD_DIR or die_at or hang_at):
         runpy.run_path(path, run_name="__main__")
         return
     # train.py's own main, with the probe as one more hook of the loop.
     import flags as project_flags
 
     train_main = runpy.run_path(path, run_name="train_under_test")["main"]
-    project_flags.run(functools.partial(train_main, hooks=[Probe(die_at)]))
+    project_flags.run(functools.partial(train_main, hooks=[Probe(die_at, hang_at)]))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,12 @@ def test_the_config_module_does_not_load_tensorflow():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-def test_names_match_the_layer_registries():
+def test_names_match_the_layer_and_dataset_registries():
+    from glow_nxn.data import DATASETS
+
     assert set(config.MIXING_NAMES) == set(MIXINGS)
     assert set(config.COUPLING_NAMES) == set(COUPLINGS)
+    assert set(config.DATASET_NAMES) == set(DATASETS)
 
 
 def test_run_config_json_round_trip():
@@ -52,6 +55,14 @@ BAD_VALUES = [
     (TrainConfig, dict(recovery_lr_factor=0.0), "recovery_lr_factor must be a number"),
     (DataConfig, dict(shuffle_buffer=0), "shuffle_buffer must be an integer >= 1"),
     (DataConfig, dict(augment_shift=-2), "augment_shift must be an integer >= 0"),
+    (DataConfig, dict(dataset="mnistt"), "unknown dataset 'mnistt'; valid: celeba_hq_256, "
+                                         "cifar10, imagenet32, imagenet64, mnist, or folder:"),
+    (DataConfig, dict(dataset="folder:"), "unknown dataset 'folder:'"),
+    (DataConfig, dict(on_bad_image="ignore"), "unknown on_bad_image 'ignore'; valid: skip, stop"),
+    (TrainConfig, dict(train_steps=2**63), "train_steps must be an integer >= 1 below 2\\*\\*63"),
+    (TrainConfig, dict(step_timeout_seconds=-1.0), "step_timeout_seconds must be a number >= 0"),
+    (RunConfig, dict(model=preset("mnist"), data=DataConfig(augment_shift=28),
+                     train=TrainConfig()), "augment_shift must be an integer in 0..27, got 28"),
     (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, seed=2**31),
      "seed must be an integer in 0..2147483647"),
     (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, mixing="conv3x3"),

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from glow_nxn import data
+from glow_nxn.config import DataConfig
 from mock_datasets import mocked_tfds
 
 CIFAR_SHAPE = (32, 32, 3)
@@ -269,6 +270,82 @@ def test_folder_split_subdirectories(tmp_path):
         data.num_examples(name, "test")
     with pytest.raises(ValueError, match="not a directory"):
         data.num_examples(f"folder:{tmp_path / 'missing'}", "train")
+
+
+def write_formats(root):
+    """The same 12×16 picture in every encoding a folder may hold; returns ``(rgb, grey)``."""
+    from PIL import Image
+
+    rgb = np.random.RandomState(1).randint(0, 256, (12, 16, 3)).astype(np.uint8)
+    grey = rgb[..., 0]
+    picture = Image.fromarray(rgb)
+    root.mkdir(parents=True, exist_ok=True)
+    picture.save(root / "rgb.png")
+    Image.fromarray(np.dstack([rgb, np.full(grey.shape, 7, np.uint8)])).save(root / "rgba.png")
+    picture.quantize(256).save(root / "palette.png")
+    Image.fromarray(grey).save(root / "grey.png")
+    Image.fromarray(grey).convert("LA").save(root / "grey_alpha.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(root / "grey_16bit.png")
+    picture.convert("CMYK").save(root / "cmyk.jpg", quality=100)
+    Image.fromarray(grey).save(root / "grey.jpg", quality=100)
+    return rgb, grey
+
+
+def test_every_png_and_jpeg_kind_gives_the_model_channels(tmp_path):
+    """Grey, grey+alpha, RGBA, palette and 16-bit PNGs, CMYK and grey JPEGs, for 1 and 3
+    channels (a CMYK JPEG cannot be decoded to 1 channel directly: data.py goes through RGB)."""
+    rgb, grey = write_formats(tmp_path)
+    name = f"folder:{tmp_path}"
+    order = sorted(p.name for p in tmp_path.iterdir())
+    colour = dict(zip(order, split_images(name, "test", (12, 16, 3))))
+    mono = dict(zip(order, split_images(name, "test", (12, 16, 1))))
+    assert data.bad_images(DataConfig(dataset=name)) == []
+    luma = np.round(rgb.astype(np.float64) @ [0.299, 0.587, 0.114])
+    for lossless in ("rgb.png", "rgba.png"):
+        np.testing.assert_array_equal(colour[lossless], rgb)
+        assert np.max(np.abs(mono[lossless][..., 0] - luma)) <= 0.5 + 1e-6
+    for grey_png in ("grey.png", "grey_alpha.png", "grey_16bit.png"):
+        np.testing.assert_array_equal(mono[grey_png][..., 0], grey)  # grey stays grey exactly
+        np.testing.assert_array_equal(colour[grey_png], np.repeat(grey[..., None], 3, -1))
+    assert np.mean(np.abs(colour["palette.png"].astype(int) - rgb)) < 20  # 256 colours
+    assert np.mean(np.abs(colour["cmyk.jpg"].astype(int) - rgb)) < 20  # lossy, via CMYK
+    assert np.mean(np.abs(mono["cmyk.jpg"][..., 0].astype(int) - luma)) < 20
+    # A grey JPEG decodes to R = G = B, and to that same grey for one channel.
+    np.testing.assert_array_equal(colour["grey.jpg"], np.repeat(mono["grey.jpg"], 3, -1))
+    assert np.mean(np.abs(mono["grey.jpg"][..., 0].astype(int) - grey)) < 20  # lossy noise
+
+
+def test_undecodable_files_are_named_skipped_and_not_numbered(tmp_path):
+    """Bad files between good ones: the split is the good ones, numbered 0..n-1 in path order;
+    bad_images names each bad file with TensorFlow's reason, or raises for on_bad_image=stop."""
+    for i in range(4):
+        write_image(tmp_path / f"{2 * i}.png", np.full((4, 4, 1), 10 * i))
+    truncated = tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8)).numpy()[:50]
+    (tmp_path / "1.jpg").write_bytes(truncated)
+    (tmp_path / "3.png").write_bytes(b"")
+    (tmp_path / "5.png").write_text("not an image")
+    (tmp_path / "7.png").symlink_to(tmp_path / "missing.png")
+    name = f"folder:{tmp_path}"
+    assert data.num_examples(name, "train") == 4
+    images = split_images(name, "test", (4, 4, 1))  # asserts the indices are 0..3
+    np.testing.assert_array_equal(images[:, 0, 0, 0], [0, 10, 20, 30])
+    bad = data.bad_images(DataConfig(dataset=name))
+    assert [b.path for b in bad] == [str(tmp_path / f) for f in ("1.jpg", "3.png", "5.png",
+                                                                  "7.png")]
+    reasons = [b.reason for b in bad]
+    assert "Invalid JPEG data" in reasons[0] and reasons[1] == "Input is empty."
+    assert reasons[2].startswith("Unknown image file format")
+    assert "No such file or directory" in reasons[3]
+    assert not any("{{" in r or "[Op:" in r for r in reasons)
+    with pytest.raises(ValueError, match=r"image \S+/1.jpg cannot be decoded: .*\(and 3 more\)"):
+        data.bad_images(DataConfig(dataset=name, on_bad_image="stop"))
+    batch = next(iter(data.train_dataset(name, image_shape=(4, 4, 1), n_bits=8,
+                                         per_replica_batch_size=8, seed=0)))
+    assert batch.shape == (8, 4, 4, 1)
+    for path in (tmp_path / f"{2 * i}.png" for i in range(4)):
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match="none of the 8 images .* can be decoded"):
+        data.num_examples(name, "train")
 
 
 # Real MNIST from the repository's canonical files.

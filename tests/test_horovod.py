@@ -11,11 +11,14 @@ preparation calls, a rank that dies). What is shown:
   examples; only rank 0 writes; a run resumed under horovodrun continues;
 * evaluate.py under horovodrun reports the single-process test bits/dim;
 * the learning rate scales with the number of processes only when asked;
-* a rank that dies ends the job with a non-zero exit soon after, and the last checkpoint loads.
+* a rank that dies ends the job with a non-zero exit soon after, and the last checkpoint loads;
+* SIGTERM to one rank, or to horovodrun, stops every rank after the same step with rank 0's
+  checkpoint; a rank stopped with SIGSTOP, or hung while alive, ends the job within a bound.
 """
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -247,3 +250,138 @@ def test_learning_rate_scales_with_workers_only_when_asked(folder_runs, equivale
     # A progress line shows the rate its step used: step 1 is in the 2-step warm-up.
     rates = {step: lr for step, (_, lr) in progress(equivalence.two.stdout).items()}
     assert rates == {1: 5e-4, 2: 1e-3, 3: 1e-3, 4: 1e-3, 5: 1e-3}
+
+
+# Faults of a running job, one after another in one run folder, each job the same command
+# resumed: SIGTERM to rank 1 alone; SIGTERM to horovodrun; SIGSTOP to rank 1; rank 1 hung while
+# alive. Each is applied once both ranks have taken two steps.
+
+FAULT_RUN = ["--preset=mnist", "--steps_per_level=1", "--hidden_width=8",
+             "--per_replica_batch_size=4", "--init_batch_size=8", "--shuffle_buffer=16",
+             "--log_every_steps=1", "--checkpoint_every_steps=1000", "--eval_every_steps=0",
+             "--train_steps=100000"]
+
+
+def wait_for_steps(record_dir, count, process, timeout=600):
+    """Both ranks' records once each has taken ``count`` steps in this job."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "the job ended before the fault"
+        try:
+            ranks = records(record_dir)
+        except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or being written
+            ranks = None
+        if ranks and all(len(rank["examples"]) >= count for rank in ranks):
+            return ranks
+        time.sleep(0.5)
+    raise AssertionError(f"no {count} steps in {timeout} s")
+
+
+def newest_step(run):
+    latest = RunFolder(str(run)).latest_checkpoint()
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    write_indexed_images(str(root / "images"), 64)
+    command = [HOROVODRUN, "-np", "2", "--gloo", sys.executable, WORKER, "train.py", *FAULT_RUN,
+               f"--dataset=folder:{root / 'images'}", f"--workdir={root / 'run'}"]
+
+    def term_rank_1(process, ranks):
+        os.kill(ranks[1]["pid"], signal.SIGTERM)
+
+    def term_horovodrun(process, ranks):
+        process.send_signal(signal.SIGTERM)
+
+    def stop_rank_1(process, ranks):
+        os.kill(ranks[1]["pid"], signal.SIGSTOP)
+
+    def hang_rank_1_at_the_third_step(start_step):
+        return {"GLOW_TEST_HANG_AT_STEP": f"1:{start_step + 3}"}
+
+    jobs = {}
+    for name, act, extra, probes in (
+            ("term_rank_1", term_rank_1, [], None),
+            ("term_horovodrun", term_horovodrun, [], None),
+            ("stop_rank_1", stop_rank_1, [], None),
+            ("hang_rank_1", None, ["--step_timeout_seconds=10"], hang_rank_1_at_the_third_step)):
+        record_dir = root / name
+        record_dir.mkdir()
+        start_step = newest_step(root / "run")
+        env = {**script_env(), "PYTHONUNBUFFERED": "1", "GLOW_TEST_RECORD_DIR": str(record_dir),
+               **(probes(start_step) if probes else {})}
+        with open(root / f"{name}.log", "w") as log:
+            process = subprocess.Popen(command + extra, cwd=REPO, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
+            try:
+                ranks = wait_for_steps(record_dir, 2, process)
+                acted = time.time()
+                if act:
+                    act(process, ranks)
+                process.wait(timeout=600)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+        ended = time.time()
+        jobs[name] = types.SimpleNamespace(
+            returncode=process.returncode, output=(root / f"{name}.log").read_text(),
+            records=records(record_dir), start_step=start_step, acted=acted, ended=ended,
+            end_step=newest_step(root / "run"))
+    return types.SimpleNamespace(run=root / "run", **jobs)
+
+
+def stopped_line(job):
+    """Rank 0's one line of a job stopped by a signal: (signal name, step, checkpoint)."""
+    match = re.search(r"\[0\]<stderr>:train\.py: stopped: (SIG\w+) received, stopped at step "
+                      r"(\d+): newest checkpoint (\S+); the same command resumes from it",
+                      job.output)
+    assert match, job.output[-3000:]
+    return match[1], int(match[2]), match[3]
+
+
+def assert_stopped_together_with_a_checkpoint(job, run):
+    assert job.returncode != 0 and "Exit code: 75" in job.output, job.output[-3000:]
+    name, step, checkpoint = stopped_line(job)
+    rank0, rank1 = job.records
+    # Both ranks took the same steps, and hold the same state at the checkpoint rank 0 wrote.
+    assert len(rank0["examples"]) == len(rank1["examples"]) == step - job.start_step
+    assert rank0["digests"] == rank1["digests"] and f"step {step}" in rank0["digests"]
+    assert checkpoint == str(run / "checkpoints" / f"ckpt-{step}") and job.end_step == step
+    return name
+
+
+def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint(faults):
+    job = faults.term_rank_1
+    assert assert_stopped_together_with_a_checkpoint(job, faults.run) == "SIGTERM"
+    assert job.ended - job.acted < 30, job.ended - job.acted
+
+
+def test_sigterm_to_horovodrun_reaches_the_ranks_which_stop_with_a_checkpoint(faults):
+    """horovodrun sends SIGTERM on to each process and SIGKILLs it 5 s later: enough for a
+    step and a checkpoint of this model. The job resumed the previous job's checkpoint."""
+    job, before = faults.term_horovodrun, faults.term_rank_1
+    assert assert_stopped_together_with_a_checkpoint(job, faults.run) == "SIGTERM"
+    assert job.ended - job.acted < 30, job.ended - job.acted
+    assert f"resumed from {faults.run}/checkpoints/ckpt-{job.start_step} at step " \
+           f"{job.start_step}" in job.output
+    assert job.records[0]["digests"]["start"] == before.records[0]["digests"][
+        f"step {job.start_step}"]
+
+
+def test_a_rank_stopped_with_sigstop_ends_the_job_within_a_minute(faults):
+    """Gloo's 30 s timeout fails the other rank's collective; horovodrun then SIGKILLs the
+    stopped one 5 s after its SIGTERM."""
+    job = faults.stop_rank_1
+    assert job.returncode != 0 and "Timed out waiting" in job.output, job.output[-3000:]
+    assert job.ended - job.acted < 60, job.ended - job.acted
+    assert job.end_step == job.start_step  # no checkpoint: the resume repeats these steps
+
+
+def test_a_rank_hung_while_alive_ends_the_job_through_the_watchdog(faults):
+    job = faults.hang_rank_1
+    assert job.returncode != 0 and "Exit code: 70" in job.output, job.output[-3000:]
+    assert "no training step completed in 10 s after step" in job.output
+    seconds = job.ended - job.records[1]["hung_at"]
+    assert 10 <= seconds < 40, seconds

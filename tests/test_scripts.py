@@ -1,16 +1,23 @@
 """train.py, evaluate.py and sample.py as a user runs them, on the real MNIST files."""
 import json
 import os
+import re
+import resource
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from glow_nxn import data, evaluation
+from glow_nxn.config import preset
 from glow_nxn.distributed import Replicas
 from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
-from test_support import REPO, TINY_MNIST, one_error_line, run_script
+from test_support import REPO, TINY_MNIST, one_error_line, run_script, script_env, tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +41,7 @@ def copy_of(run, tmp_path):
 def test_train_script_on_real_mnist(trained_mnist):
     run, result = trained_mnist
     assert "finished at step 4 (train_steps reached)" in result.stdout
+    assert "0 unreadable images skipped" in result.stdout
     assert "test bits/dim" in result.stdout
     assert (run / "checkpoints" / "ckpt-4.index").exists()
     kinds = [json.loads(line)["kind"] for line in open(run / "metrics.jsonl")]
@@ -143,51 +151,202 @@ def test_a_broken_model_is_reported_not_rendered(trained_mnist, tmp_path, mnist_
     assert not (tmp_path / "pictures").exists()
 
 
-BAD_INPUTS = {
-    "unknown dataset": (["train.py", *TINY_MNIST, "--dataset=mnistt", "--workdir={tmp}/w"],
-                        "unknown dataset"),
-    "no checkpoint": (["evaluate.py", "--workdir={tmp}"], "no config.json"),
-    "workdir missing": (["sample.py", "--workdir={tmp}/none"], "does not exist"),
-    "workdir is a file": (["train.py", *TINY_MNIST, "--workdir={tmp}/file"],
-                          "is a file, not a folder"),
-    "image size vs levels": (["train.py", "--preset=mnist", "--levels=3", "--workdir={tmp}/w"],
-                             "does not fit 3 levels"),
-    "n_bits too large": (["train.py", "--preset=mnist", "--n_bits=9", "--workdir={tmp}/w"],
-                         "n_bits must be an integer in 1..8"),
-    "n_bits zero": (["train.py", "--preset=mnist", "--n_bits=0", "--workdir={tmp}/w"],
-                    "n_bits must be an integer in 1..8"),
-    "unknown mixing": (["train.py", "--preset=mnist", "--mixing=conv3x3", "--workdir={tmp}/w"],
-                       "value should be one of"),
-    "unknown flag": (["train.py", "--workdir={tmp}/w", "--learning_rat=1"],
-                     "Unknown command line flag"),
-    "no workdir": (["train.py", "--preset=mnist"], "--workdir is required"),
-    "periodic under XLA": (["train.py", "--preset=mnist", "--mixing=periodic", "--jit_compile",
-                            "--workdir={tmp}/w"], "drop --jit_compile"),
-    "negative eval interval": (["train.py", *TINY_MNIST, "--eval_every_steps=-1",
-                                "--workdir={tmp}/w"], "eval_every_steps must be an integer >= 0"),
-    "seed out of range": (["train.py", *TINY_MNIST, "--seed=-3", "--workdir={tmp}/w"],
-                          "seed must be an integer in 0..2147483647"),
-    "zero learning rate": (["train.py", *TINY_MNIST, "--learning_rate=0", "--workdir={tmp}/w"],
-                           "learning_rate must be a number above 0"),
-    "ema decay of one": (["train.py", *TINY_MNIST, "--ema_decay=1", "--workdir={tmp}/w"],
-                         "ema_decay must be below 1"),
-    "preset without dataset": (["train.py", "--preset=cifar10", "--dataset=mnist",
-                                "--workdir={tmp}/w"], "mnist images are (28, 28, 1)"),
-    "negative temperature": (["sample.py", "--workdir={tmp}", "--temperatures=-1"],
-                             "--temperatures must be >= 0"),
-    "zero dequantisation draws": (["evaluate.py", "--workdir={tmp}", "--num_dequant_samples=0"],
-                                  "--num_dequant_samples and --batch_size must be at least 1"),
-}
+def train(*flags):
+    """A train.py command of the tiny model into {tmp}/w, with ``flags`` last (they win)."""
+    return ["train.py", *TINY_MNIST, "--workdir={tmp}/w", *flags]
 
 
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_exits_with_one_line(case, tmp_path):
-    args, message = BAD_INPUTS[case]
+def evaluate(*flags):
+    """An evaluate.py command on {tmp}/run, a run folder with a config.json and no checkpoint."""
+    return ["evaluate.py", "--workdir={tmp}/run", *flags]
+
+
+def sample(*flags):
+    return ["sample.py", "--workdir={tmp}/run", *flags]
+
+
+ENUM = "value should be one of"
+NOT_BOOLEAN = "Non-boolean argument to boolean flag"
+NO_FOLDER = "{tmp}/file is a file, not a folder"
+# (script, flag, command, what the one line says). Every flag of the three scripts has a case
+# (test_every_flag_of_every_script_has_a_bad_input_case); {tmp} holds "file" (a file), "run" (a
+# run folder without checkpoints) and "images" (one PNG and one file that is not an image).
+BAD_INPUTS = [
+    ("train.py", "preset", train("--preset=mnistt"), ENUM),
+    ("train.py", "preset", ["train.py", "--preset=cifar10", "--dataset=mnist", "--workdir={tmp}/w"],
+     "mnist images are (28, 28, 1)"),
+    ("train.py", "levels", train("--levels=0"), "levels must be an integer >= 1, got 0"),
+    ("train.py", "levels", train("--levels=3"), "does not fit 3 levels"),
+    ("train.py", "steps_per_level", train("--steps_per_level=0"),
+     "steps_per_level must be an integer >= 1"),
+    ("train.py", "hidden_width", train("--hidden_width=-8"), "hidden_width must be an integer >= 1"),
+    ("train.py", "mixing", train("--mixing=conv3x3"), ENUM),
+    ("train.py", "coupling", train("--coupling=spline"), ENUM),
+    ("train.py", "learn_top", train("--learn_top=maybe"), NOT_BOOLEAN),
+    ("train.py", "n_bits", train("--n_bits=9"), "n_bits must be an integer in 1..8"),
+    ("train.py", "n_bits", train("--n_bits=0"), "n_bits must be an integer in 1..8"),
+    ("train.py", "network_dtype", train("--network_dtype=float16"), ENUM),
+    ("train.py", "seed", train("--seed=-3"), "seed must be an integer in 0..2147483647"),
+    ("train.py", "dataset", train("--dataset=mnistt"), "unknown dataset 'mnistt'"),
+    ("train.py", "dataset", train("--dataset=folder:{tmp}/none"), "is not a directory"),
+    ("train.py", "dataset", train("--dataset=folder:{tmp}/run"), "no .png/.jpg/.jpeg images"),
+    ("train.py", "data_dir", train("--data_dir={tmp}/file/tfds"), NO_FOLDER),
+    ("train.py", "manual_dir", train("--manual_dir={tmp}/none"),
+     "manual_dir {tmp}/none is not a folder"),
+    ("train.py", "on_bad_image", train("--on_bad_image=ignore"), ENUM),
+    ("train.py", "on_bad_image", train("--dataset=folder:{tmp}/images", "--on_bad_image=stop"),
+     "image {tmp}/images/1.png cannot be decoded: Unknown image file format"),
+    ("train.py", "shuffle_buffer", train("--shuffle_buffer=0"),
+     "shuffle_buffer must be an integer >= 1"),
+    ("train.py", "augment_shift", train("--augment_shift=-1"),
+     "augment_shift must be an integer >= 0"),
+    ("train.py", "augment_shift", train("--augment_shift=28"),
+     "augment_shift must be an integer in 0..27, got 28"),
+    ("train.py", "workdir", ["train.py", "--preset=mnist"], "--workdir is required"),
+    ("train.py", "workdir", train("--workdir={tmp}/file"), "is a file, not a folder"),
+    ("train.py", "workdir", train("--workdir={tmp}/file/w"), NO_FOLDER),
+    ("train.py", "per_replica_batch_size", train("--per_replica_batch_size=0"),
+     "per_replica_batch_size must be an integer >= 1"),
+    ("train.py", "per_replica_batch_size", train("--per_replica_batch_size=99999999999999999999"),
+     "per_replica_batch_size must be an integer >= 1 below 2**63"),
+    ("train.py", "init_batch_size", train("--init_batch_size=0"),
+     "init_batch_size must be an integer >= 1"),
+    ("train.py", "optimizer", train("--optimizer=sgd"), ENUM),
+    ("train.py", "learning_rate", train("--learning_rate=0"),
+     "learning_rate must be a number above 0"),
+    ("train.py", "learning_rate", train("--learning_rate=nan"),
+     "learning_rate must be a number above 0.0, got nan"),
+    ("train.py", "scale_lr_by_workers", train("--scale_lr_by_workers=maybe"), NOT_BOOLEAN),
+    ("train.py", "warmup_steps", train("--warmup_steps=-1"), "warmup_steps must be an integer >= 0"),
+    ("train.py", "lr_schedule", train("--lr_schedule=linear"), ENUM),
+    ("train.py", "lr_floor", train("--lr_floor=2"), "lr_floor must be a number in 0.0..1.0"),
+    ("train.py", "grad_clip_norm", train("--grad_clip_norm=-1"),
+     "grad_clip_norm must be a number >= 0.0"),
+    ("train.py", "ema_decay", train("--ema_decay=1"), "ema_decay must be below 1"),
+    ("train.py", "ema_decay", train("--ema_decay=-0.5"), "ema_decay must be a number in 0.0..1.0"),
+    ("train.py", "train_steps", train("--train_steps=0"), "train_steps must be an integer >= 1"),
+    ("train.py", "train_steps", train("--train_steps=1e3"), "invalid literal for int()"),
+    ("train.py", "max_train_seconds", train("--max_train_seconds=-1"),
+     "max_train_seconds must be a number >= 0.0"),
+    ("train.py", "spike_threshold", train("--spike_threshold=-1"),
+     "spike_threshold must be a number >= 0.0"),
+    ("train.py", "spike_window", train("--spike_window=0"), "spike_window must be an integer >= 1"),
+    ("train.py", "max_recoveries", train("--max_recoveries=-1"),
+     "max_recoveries must be an integer >= 0"),
+    ("train.py", "recovery_lr_factor", train("--recovery_lr_factor=0"),
+     "recovery_lr_factor must be a number above 0.0 and at most 1.0, got 0.0"),
+    ("train.py", "max_consecutive_nonfinite", train("--max_consecutive_nonfinite=0"),
+     "max_consecutive_nonfinite must be an integer >= 1"),
+    ("train.py", "log_every_steps", train("--log_every_steps=0"),
+     "log_every_steps must be an integer >= 1"),
+    ("train.py", "checkpoint_every_steps", train("--checkpoint_every_steps=0"),
+     "checkpoint_every_steps must be an integer >= 1"),
+    ("train.py", "keep_checkpoints", train("--keep_checkpoints=0"),
+     "keep_checkpoints must be an integer >= 1"),
+    ("train.py", "eval_every_steps", train("--eval_every_steps=-1"),
+     "eval_every_steps must be an integer >= 0"),
+    ("train.py", "eval_max_batches", train("--eval_max_batches=-1"),
+     "eval_max_batches must be an integer >= 0"),
+    ("train.py", "eval_batch_size", train("--eval_batch_size=0"),
+     "eval_batch_size must be an integer >= 1"),
+    ("train.py", "eval_weights", train("--eval_weights=best"), ENUM),
+    ("train.py", "num_samples", train("--num_samples=0"), "num_samples must be an integer >= 1"),
+    ("train.py", "sample_temperature", train("--sample_temperature=-1"),
+     "sample_temperature must be a number >= 0.0"),
+    ("train.py", "jit_compile", train("--mixing=periodic", "--jit_compile"), "drop --jit_compile"),
+    ("train.py", "step_timeout_seconds", train("--step_timeout_seconds=-1"),
+     "step_timeout_seconds must be a number >= 0.0"),
+    ("train.py", "flagfile", train("--flagfile={tmp}/none.cfg"), "Unable to open flagfile"),
+    ("train.py", "(unknown)", train("--learning_rat=1"), "Unknown command line flag"),
+    ("train.py", "(argument)", train("mnist"), "unexpected arguments ['mnist']"),
+    ("evaluate.py", "workdir", ["evaluate.py"], "--workdir is required"),
+    ("evaluate.py", "workdir", ["evaluate.py", "--workdir={tmp}"], "no config.json"),
+    ("evaluate.py", "workdir", ["evaluate.py", "--workdir={tmp}/none"], "does not exist"),
+    ("evaluate.py", "checkpoint", evaluate("--checkpoint=ckpt-9"),
+     "no checkpoint {tmp}/run/checkpoints/ckpt-9"),
+    ("evaluate.py", "checkpoint", evaluate(), "no checkpoint in {tmp}/run/checkpoints"),
+    ("evaluate.py", "weights", evaluate("--weights=best"), ENUM),
+    ("evaluate.py", "dataset", evaluate("--dataset=mnistt"), "unknown dataset 'mnistt'"),
+    ("evaluate.py", "data_dir", evaluate("--data_dir={tmp}/file"), "is a file, not a folder"),
+    ("evaluate.py", "manual_dir", evaluate("--manual_dir={tmp}/none"), "is not a folder"),
+    ("evaluate.py", "on_bad_image", evaluate("--on_bad_image=ignore"), ENUM),
+    ("evaluate.py", "seed", evaluate("--seed=-1"), "--seed must be an integer in 0..2147483647"),
+    ("evaluate.py", "num_dequant_samples", evaluate("--num_dequant_samples=0"),
+     "--num_dequant_samples must be an integer >= 1, got 0"),
+    ("evaluate.py", "batch_size", evaluate("--batch_size=0"),
+     "--batch_size must be an integer >= 1, got 0"),
+    ("evaluate.py", "output", evaluate("--output={tmp}/none/eval.json"),
+     "{tmp}/none is not an existing folder"),
+    ("evaluate.py", "output", evaluate("--output={tmp}/run"), "--output {tmp}/run: is a folder"),
+    ("sample.py", "workdir", ["sample.py", "--workdir={tmp}/none"], "does not exist"),
+    ("sample.py", "checkpoint", sample("--checkpoint=ckpt-9"), "no checkpoint"),
+    ("sample.py", "weights", sample("--weights=best"), ENUM),
+    ("sample.py", "dataset", sample("--dataset=mnistt"), "unknown dataset 'mnistt'"),
+    ("sample.py", "data_dir", sample("--data_dir={tmp}/file"), "is a file, not a folder"),
+    ("sample.py", "manual_dir", sample("--manual_dir={tmp}/file"), "is not a folder"),
+    ("sample.py", "on_bad_image", sample("--on_bad_image=ignore"), ENUM),
+    ("sample.py", "temperatures", sample("--temperatures=-1"),
+     "--temperatures must be a number >= 0.0, got -1.0"),
+    ("sample.py", "temperatures", sample("--temperatures=inf"),
+     "--temperatures must be a number >= 0.0, got inf"),
+    ("sample.py", "temperatures", sample("--temperatures=warm"),
+     "--temperatures must be numbers, got 'warm'"),
+    ("sample.py", "temperatures", sample("--temperatures="), "at least one temperature"),
+    ("sample.py", "num_samples", sample("--num_samples=0"), "--num_samples must be an integer >= 1"),
+    ("sample.py", "seed", sample("--seed=-1"), "--seed must be an integer in 0..2147483647"),
+    ("sample.py", "num_reconstructions", sample("--num_reconstructions=1"),
+     "--num_reconstructions must be an integer >= 2"),
+    ("sample.py", "interpolation_steps", sample("--interpolation_steps=1"),
+     "--interpolation_steps must be an integer >= 2"),
+    ("sample.py", "output_dir", sample("--output_dir={tmp}/file"),
+     "--output_dir {tmp}/file: {tmp}/file is a file"),
+]
+
+
+def files_under(root):
+    """{path: (size, mtime)} of everything under ``root``."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
+            for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("script, flag, command, message", BAD_INPUTS,
+                         ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(BAD_INPUTS)])
+def test_bad_input_exits_with_one_line_and_writes_nothing(script, flag, command, message,
+                                                          tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    script, *flags = [a.format(tmp=tmp_path) for a in args]
+    RunFolder(str(tmp_path / "run")).save_config(tiny_run(preset("mnist", steps_per_level=1,
+                                                                 hidden_width=8),
+                                                          dataset="mnist"))
+    (tmp_path / "run" / "checkpoints").mkdir()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "0.png").write_bytes(
+        tf.io.encode_png(tf.zeros([28, 28, 1], tf.uint8)).numpy())
+    (tmp_path / "images" / "1.png").write_text("not an image")
+    before = files_under(tmp_path)
+    script, *flags = [a.format(tmp=tmp_path) for a in command]
     line = one_error_line(run_script(script, *flags, expect_ok=False))
-    assert message in line, line
-    assert not (tmp_path / "w").exists() or not os.listdir(tmp_path / "w")
+    assert message.format(tmp=tmp_path) in line, line
+    assert files_under(tmp_path) == before
+
+
+def project_flags_of(script):
+    """The names of the flags ``script`` defines itself and through flags.py."""
+    code = ("import runpy, sys; sys.argv = [sys.argv[1]]; runpy.run_path(sys.argv[0], "
+            "run_name='script'); from absl import flags; "
+            "by_module = flags.FLAGS.flags_by_module_dict(); "
+            "print(' '.join(sorted({f.name for m in ('flags', 'script') "
+            "for f in by_module.get(m, [])})))")
+    listing = subprocess.run([sys.executable, "-c", code, script], cwd=REPO, env=script_env(),
+                             capture_output=True, text=True, check=True)
+    return set(listing.stdout.split())
+
+
+def test_every_flag_of_every_script_has_a_bad_input_case():
+    for script in ("train.py", "evaluate.py", "sample.py"):
+        defined = project_flags_of(script)
+        assert "workdir" in defined and len(defined) > 10, defined
+        covered = {flag for name, flag, *_ in BAD_INPUTS if name == script}
+        assert defined <= covered, (script, sorted(defined - covered))
 
 
 def test_corrupted_checkpoint_is_a_one_line_error(trained_mnist, tmp_path):
@@ -213,3 +372,72 @@ def test_the_readme_python_example_runs_as_written(trained_mnist):
     assert np.all(np.isfinite(namespace["model"].bits_per_dim(
         tf.zeros([2, 28, 28, 1], tf.uint8)).numpy()))
     np.testing.assert_allclose(namespace["x"].numpy(), 0.0, atol=1e-4)
+
+
+def limit_file_size_to_20kb():
+    """In the child: a write past 20 kB into one file fails with EFBIG, as on a full disk (a
+    tiny MNIST checkpoint's data file is 43 kB)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(
+        resource.RLIMIT_FSIZE)[1]))
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_74(tmp_path, mnist_data_dir):
+    result = run_script("train.py", *TINY_MNIST, f"--workdir={tmp_path / 'run'}",
+                        f"--data_dir={mnist_data_dir}", "--train_steps=2",
+                        "--per_replica_batch_size=8", "--init_batch_size=8",
+                        "--eval_every_steps=0", expect_ok=False,
+                        preexec_fn=limit_file_size_to_20kb)
+    line = one_error_line(result, code=74)
+    assert line.startswith("train.py: error: checkpoint of step 2 could not be written"), line
+    assert "File too large" in line and "there is no earlier checkpoint" in line
+    assert os.listdir(tmp_path / "run" / "checkpoints") == []
+
+
+def stop_after_first_progress_line(command, number):
+    """Start ``command``, send it signal ``number`` once it has printed a progress line; returns
+    ``(the line, CompletedProcess-like result, seconds from the signal to the exit)``."""
+    process = subprocess.Popen(command, cwd=REPO, env={**script_env(), "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith("step"):
+            break
+    process.send_signal(number)
+    signalled = time.time()
+    stdout, stderr = process.communicate(timeout=300)
+    result = subprocess.CompletedProcess(command, process.returncode, "".join(seen) + stdout,
+                                         stderr)
+    return seen[-1], result, time.time() - signalled
+
+
+STOPPED = re.compile(r"^train\.py: stopped: (SIG\w+) received, stopped at step (\d+): newest "
+                     r"checkpoint (\S+); the same command resumes from it$")
+
+
+def test_sigterm_and_sigint_stop_after_a_checkpoint_and_the_same_command_resumes(
+        tmp_path, mnist_data_dir):
+    """A real signal after the first progress line: exit 75 within seconds, one line naming the
+    checkpoint of the step reached; the same command resumes from it (and is stopped again)."""
+    command = [sys.executable, os.path.join(REPO, "train.py"), *TINY_MNIST,
+               f"--workdir={tmp_path / 'run'}", f"--data_dir={mnist_data_dir}",
+               "--train_steps=100000", "--log_every_steps=1", "--checkpoint_every_steps=100000",
+               "--eval_every_steps=0", "--per_replica_batch_size=8", "--init_batch_size=8"]
+    stopped_at = 0
+    for number in (signal.SIGTERM, signal.SIGINT):
+        line, result, seconds = stop_after_first_progress_line(command, number)
+        first_step = int(line.split()[1])
+        match = STOPPED.match(one_error_line(result, code=75))
+        assert match, result.stderr
+        name, step, checkpoint = match[1], int(match[2]), match[3]
+        assert name == number.name and step >= first_step > stopped_at
+        assert checkpoint == str(tmp_path / "run" / "checkpoints" / f"ckpt-{step}")
+        assert RunFolder(str(tmp_path / "run")).load_model(checkpoint).step == step
+        assert f"step {step}: {name} received; stopping" in result.stdout
+        if stopped_at:
+            assert f"resumed from {tmp_path / 'run'}/checkpoints/ckpt-{stopped_at} at step " \
+                   f"{stopped_at}" in result.stdout
+        # A few tiny steps and one 50 kB checkpoint, on a busy 2-core machine.
+        assert seconds < 30, seconds
+        stopped_at = step

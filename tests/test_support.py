@@ -30,11 +30,12 @@ def script_env():
     return env
 
 
-def run_script(script, *args, expect_ok=True, env=None, timeout=600):
-    """Run one of the repository's scripts in a fresh Python; returns the CompletedProcess."""
+def run_script(script, *args, expect_ok=True, env=None, timeout=600, preexec_fn=None):
+    """Run one of the repository's scripts in a fresh Python; returns the CompletedProcess.
+    ``preexec_fn`` runs in the child before the script (e.g. to set a resource limit)."""
     result = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO,
                             env={**script_env(), **(env or {})}, capture_output=True, text=True,
-                            timeout=timeout)
+                            timeout=timeout, preexec_fn=preexec_fn)
     if expect_ok:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

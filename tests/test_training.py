@@ -1,7 +1,17 @@
-"""The training loop (glow_nxn/training.py): the step, the recipe, the hooks, resumption and
-divergence, in process on mocked CIFAR-10 and real MNIST."""
+"""The training loop (glow_nxn/training.py): the step, the recipe, the hooks, resumption,
+divergence and faults (signals, a hang, bad images, unreadable and unwritable checkpoints), in
+process on mocked CIFAR-10, real MNIST and folders of images."""
+import contextlib
+import dataclasses
 import json
 import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import time
+import types
 
 import numpy as np
 import pytest
@@ -10,7 +20,7 @@ import tensorflow as tf
 from glow_nxn import training
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.config import DataConfig, RunConfig, TrainConfig, preset
-from glow_nxn.errors import TrainingDiverged, UserError
+from glow_nxn.errors import Hung, TrainingDiverged, UserError, WriteFailed
 from glow_nxn.run_folder import RunFolder
 from test_support import TINY_CIFAR, tiny_run
 
@@ -89,6 +99,65 @@ def test_a_hook_can_stop_the_run(tmp_path, mocked_tfds):
     assert summary["checkpoint"].endswith("ckpt-2")
 
 
+class SignalAt(training.Hook):
+    """Sends this process ``number`` (a real signal) at the end of step ``step``."""
+
+    def __init__(self, step, number):
+        self.step, self.number = step, number
+
+    def after_step(self, trainer, result):
+        if result.step == self.step:
+            os.kill(os.getpid(), self.number)
+
+
+def test_a_signal_stops_the_run_after_the_next_step_with_a_checkpoint(tmp_path, mocked_tfds):
+    """SIGTERM arrives at the end of step 3, after the Preemption hook has looked: the replicas
+    agree after step 4, the evaluation due at step 4 is skipped, the end writes ckpt-4."""
+    preemption, recorder, lines = training.Preemption(), Recorder(), []
+    run = tiny_run(train_steps=50, checkpoint_every_steps=100, eval_every_steps=4)
+    with mocked_tfds(num_examples=40), preemption.catching(signal.SIGTERM):
+        summary = training.train(run, str(tmp_path), log=lines.append,
+                                 hooks=[preemption, SignalAt(3, signal.SIGTERM), recorder])
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handler gone after the block
+    assert preemption.stopped and preemption.signal_name == "SIGTERM"
+    assert (summary["step"], summary["stop_reason"]) == (4, "SIGTERM received")
+    assert summary["checkpoint"].endswith("ckpt-4")
+    assert recorder.calls[-3:] == [("step", 4), ("checkpoint", 4), ("end", 4)]
+    assert "step 4: SIGTERM received; stopping" in lines
+    assert not [r for r in metrics(tmp_path) if r["kind"] == "test"]
+
+
+def test_a_second_sigint_stops_at_once():
+    preemption = training.Preemption()
+    with preemption.catching(signal.SIGINT, signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)  # absorbed
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert preemption.received == signal.SIGINT
+
+
+def test_the_watchdog_fires_once_when_the_steps_stop_after_the_first():
+    hung = []
+    trainer = types.SimpleNamespace(step=7, manager=types.SimpleNamespace(
+        latest_checkpoint="run/checkpoints/ckpt-6"))
+    watchdog = training.Watchdog(1.5, hung.append)
+    with watchdog.running():
+        watchdog.on_start(trainer)
+        time.sleep(2.5)  # the first step (tracing): not watched
+        for _ in range(5):  # steps of 0.5 s
+            time.sleep(0.5)
+            watchdog.after_step(trainer, None)
+        assert hung == []
+        time.sleep(4.0)
+    assert len(hung) == 1 and isinstance(hung[0], Hung), hung
+    assert str(hung[0]) == (
+        "no training step completed in 1.5 s after step 7 (--step_timeout_seconds): a process "
+        "of the job hangs; the same command resumes from the newest checkpoint, "
+        "run/checkpoints/ckpt-6")
+    assert hung[0].exit_code == 70
+
+
 def test_eval_every_steps_zero_never_evaluates_and_n_evaluates_every_n(tmp_path, mocked_tfds):
     with mocked_tfds(num_examples=40):
         training.train(tiny_run(train_steps=4), str(tmp_path / "never"), log=quiet)
@@ -109,6 +178,30 @@ def test_training_lowers_the_loss(tmp_path, mnist_data_dir):
     training.train(run, str(tmp_path), log=quiet)
     bits = [r["bits_per_dim"] for r in metrics(tmp_path) if r["kind"] == "train"]
     assert len(bits) == 6 and bits[-1] < bits[0] - 0.5, bits
+
+
+def test_undecodable_images_are_named_counted_and_skipped_or_stop_the_run(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(8):
+        (images / f"{index}.png").write_bytes(
+            tf.io.encode_png(tf.fill([28, 28, 1], tf.constant(index, tf.uint8))).numpy())
+    (images / "4b.png").write_bytes(b"\x89PNG truncated")
+    data = DataConfig(dataset=f"folder:{images}", shuffle_buffer=8)
+    run = tiny_run(preset("mnist", steps_per_level=1, hidden_width=8), data=data,
+                   per_replica_batch_size=4, init_batch_size=4, train_steps=2)
+    lines = []
+    summary = training.train(run, str(tmp_path / "run"), log=lines.append)
+    assert summary["skipped_images"] == 1 and summary["step"] == 2
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == [f"warning: skipping image {images / '4b.png'}: Unknown image file "
+                        f"format. One of JPEG, PNG, GIF, BMP required."]
+    assert [r for r in metrics(tmp_path / "run") if r["kind"] == "data"] == [
+        {"kind": "data", "skipped_images": 1, "paths": [str(images / "4b.png")]}]
+    stop = dataclasses.replace(run, data=dataclasses.replace(data, on_bad_image="stop"))
+    with pytest.raises(UserError, match="4b.png cannot be decoded: Unknown image file format"):
+        training.train(stop, str(tmp_path / "stopped"), log=quiet)
+    assert not (tmp_path / "stopped").exists()
 
 
 # ---- the recipe: schedule, clipping, weight average --------------------------------------------
@@ -313,6 +406,104 @@ def test_divergence_past_the_recoveries_stops_with_the_last_healthy_checkpoint(t
     loaded = RunFolder(str(tmp_path)).load_model()
     assert loaded.step == 4
     assert all(np.all(np.isfinite(v.numpy())) for v in loaded.model.variables)
+
+
+# ---- faults: unreadable and unwritable checkpoints ----------------------------------------------
+
+def damage(run, name):
+    """Overwrite the data file of checkpoint ``name`` of ``run`` with garbage."""
+    for path in (run / "checkpoints").glob(f"{name}.data-*"):
+        path.write_bytes(b"\0garbage" * 10)
+
+
+def test_an_unreadable_newest_checkpoint_is_set_aside_and_the_one_before_resumed(
+        tmp_path, mocked_tfds):
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=4), str(tmp_path), log=quiet)
+        damage(tmp_path, "ckpt-4")
+        lines = []
+        summary = training.train(tiny_run(train_steps=6), str(tmp_path), log=lines.append)
+    unreadable = tmp_path / "checkpoints" / "unreadable"
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"ckpt-4 cannot be read" in warnings[0], lines
+    assert f"moved to {unreadable}" in warnings[0]
+    assert any(line.startswith("resumed from") and line.endswith("ckpt-2 at step 2")
+               for line in lines), lines
+    assert summary["start_step"] == 2 and summary["step"] == 6
+    assert sorted(p.name for p in unreadable.iterdir()) == ["ckpt-4.data-00000-of-00001",
+                                                            "ckpt-4.index"]
+    # A new ckpt-4 was trained and written; the index names ckpt-2, 4 and 6, all readable.
+    state = tf.train.get_checkpoint_state(str(tmp_path / "checkpoints"))
+    assert [p.rsplit("/", 1)[1] for p in state.all_model_checkpoint_paths] == [
+        "ckpt-2", "ckpt-4", "ckpt-6"]
+    for name in ("ckpt-2", "ckpt-4", "ckpt-6"):
+        assert RunFolder(str(tmp_path)).load_model(name).step == int(name[5:])
+
+
+def test_when_no_checkpoint_can_be_read_the_resume_stops_and_moves_nothing(tmp_path,
+                                                                          mocked_tfds):
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=2), str(tmp_path), log=quiet)
+        damage(tmp_path, "ckpt-2")
+        before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+        with pytest.raises(UserError, match="none of the 1 checkpoints in .* can be read"):
+            training.train(tiny_run(train_steps=4), str(tmp_path), log=quiet)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+@contextlib.contextmanager
+def file_size_limit(num_bytes, _):
+    """Writes past ``num_bytes`` into one file fail (EFBIG; SIGXFSZ ignored) while it lasts."""
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (num_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@contextlib.contextmanager
+def full_disk(num_bytes, run):
+    """``run`` moved onto a tmpfs with ``num_bytes`` more room than it holds (ENOSPC past it);
+    needs the right to mount (root), else the test is skipped."""
+    used = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    disk = run.parent / "disk"
+    disk.mkdir()
+    pages = (used + num_bytes) // 4096 + 8  # + the pages of small files and directories
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={pages * 4096}", "tmpfs",
+                              str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        shutil.copytree(run, disk / "run")
+        shutil.rmtree(run)
+        run.symlink_to(disk / "run")
+        yield
+        run.unlink()
+        shutil.copytree(disk / "run", run)
+    finally:
+        # Lazily: the run's TensorBoard writer may still hold its event file open.
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("limit", [file_size_limit, full_disk])
+def test_a_checkpoint_that_cannot_be_written_ends_the_run_and_keeps_the_one_before(
+        limit, tmp_path, mocked_tfds):
+    run = tmp_path / "run"
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=2), str(run), log=quiet)
+        data_file = next((run / "checkpoints").glob("ckpt-2.data-*"))
+        with limit(data_file.stat().st_size // 2, run):
+            with pytest.raises(WriteFailed, match=r"checkpoint of step 4 could not be written "
+                               r".*\(.*(File too large|No space left on device)\); the newest "
+                               r"checkpoint, \S+/ckpt-2, is intact"):
+                training.train(tiny_run(train_steps=6), str(run), log=quiet)
+    # No partial files of ckpt-4; ckpt-2 is the newest and loads.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+    assert RunFolder(str(run)).load_model().step == 2
 
 
 def test_workdir_of_another_model_is_refused(tmp_path, mocked_tfds):
