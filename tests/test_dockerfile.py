@@ -20,7 +20,7 @@ import subprocess
 import pytest
 import tensorflow as tf
 
-from test_training import REPO
+from test_support import REPO
 
 DOCKERFILE = os.path.join(REPO, "Dockerfile")
 INSTRUCTIONS = {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",

@@ -7,7 +7,7 @@ scripts/clean_root_check.sh runs the real one on a clean Debian root (docs/DISTR
 import os
 import subprocess
 
-from test_training import REPO
+from test_support import REPO
 
 SYSTEM_PATH = ["/usr/bin", "/bin"]
 
