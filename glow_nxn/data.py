@@ -70,7 +70,7 @@ import tensorflow_datasets as tfds
 
 import glow_nxn
 from glow_nxn import objectives
-from glow_nxn.config import FOLDER_PREFIX, check_folder_path
+from glow_nxn.config import FOLDER_PREFIX, check_folder_path, check_positive_int
 from glow_nxn.errors import first_line
 
 SPLITS = ("train", "test")
@@ -245,8 +245,8 @@ def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, sh
     ``fill_mode="nearest"``).
     """
     _check_shards(shard_index, num_shards)
-    _check_positive("per_replica_batch_size", per_replica_batch_size)
-    _check_positive("shuffle_buffer", shuffle_buffer)
+    check_positive_int("per_replica_batch_size", per_replica_batch_size)
+    check_positive_int("shuffle_buffer", shuffle_buffer)
     if not (isinstance(augment_shift, int) and 0 <= augment_shift < min(image_shape[:2])):
         raise ValueError(f"augment_shift must be an integer in 0..{min(image_shape[:2]) - 1}, "
                          f"got {augment_shift!r}")
@@ -299,7 +299,7 @@ def eval_dataset(name, *, image_shape, batch_size, shard_index=0, num_shards=1, 
     num_shards)``. Dequantise with :func:`evaluation_noise` of ``index``.
     """
     _check_shards(shard_index, num_shards)
-    _check_positive("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     records, decode = _records(name, split, image_shape, data_dir, manual_dir)
     # Number before sharding, so that an index is the position in the whole split.
     return (records.enumerate()
@@ -533,7 +533,3 @@ def _check_shards(shard_index, num_shards):
         raise ValueError(f"need integers 0 <= shard_index < num_shards, got shard_index="
                          f"{shard_index!r}, num_shards={num_shards!r}")
 
-
-def _check_positive(name, value):
-    if not (isinstance(value, int) and value >= 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")

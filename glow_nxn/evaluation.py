@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from glow_nxn import data
+from glow_nxn.config import check_positive_int
 from glow_nxn.distributed import Replicas
 
 NUM_WORST = 5
@@ -99,8 +100,7 @@ def evaluate(model, dataset, seed, replicas=None, num_dequant_samples=1, max_bat
 
     ``max_batches`` limits each replica's batches (a quick estimate during training).
     """
-    if num_dequant_samples < 1:
-        raise ValueError(f"num_dequant_samples must be at least 1, got {num_dequant_samples}")
+    check_positive_int("num_dequant_samples", num_dequant_samples)
     replicas = replicas or Replicas()
     indices, bits = per_image_bits(model, dataset, seed, num_dequant_samples, max_batches)
     return summarise(replicas.gather(indices).numpy(), replicas.gather(bits).numpy(),

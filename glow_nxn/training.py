@@ -57,6 +57,7 @@ per-replica means. Only float32 rounding differs; tests/test_horovod.py checks i
 import collections
 import contextlib
 import dataclasses
+import functools
 import math
 import signal
 import threading
@@ -148,12 +149,14 @@ class Hook:
 class Trainer:
     """Owns the model, optimizer, weight average, progress, checkpoints and the compiled step."""
 
-    def __init__(self, run_config, workdir, replicas=None, log=print, hooks=()):
+    def __init__(self, run_config, workdir, replicas=None, log=None, hooks=()):
         self.run_config = run_config
         self.model_config, self.data_config = run_config.model, run_config.data
         self.config = config = run_config.train
         self.folder = RunFolder(workdir)
         self.replicas = replicas or Replicas()
+        # Progress lines are flushed at once: through a pipe they would otherwise come in bursts.
+        log = log or functools.partial(print, flush=True)
         self.log = log if self.replicas.is_chief else (lambda *args: None)
         keras.utils.set_random_seed(config.seed)
         if config.jit_compile and self.model_config.mixing in NOT_XLA_COMPILABLE:
@@ -735,6 +738,6 @@ class Watchdog(Hook):
         self._beat()
 
 
-def train(run_config, workdir, replicas=None, log=print, hooks=()):
+def train(run_config, workdir, replicas=None, log=None, hooks=()):
     """Build a :class:`Trainer` and run it; returns :meth:`Trainer.fit`'s summary."""
     return Trainer(run_config, workdir, replicas, log, hooks).fit()
