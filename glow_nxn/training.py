@@ -116,7 +116,9 @@ class StepResult:
     """What one training step did, as every hook sees it (the same on every replica).
 
     ``step`` counts steps taken including this one; ``loss`` is the global batch's mean bits/dim;
-    ``finite`` says whether the update was applied; ``batch`` is this replica's input.
+    ``finite`` says whether the update was applied; ``progress`` and ``seconds`` (training time
+    of the whole run) are the schedule's inputs when the step began; ``batch`` is this replica's
+    input.
     """
 
     step: int
@@ -287,7 +289,6 @@ class Trainer:
         """One step at the scheduled learning rate; returns its :class:`StepResult`."""
         step = int(self.state.step.numpy())
         seconds = self._agreed_seconds()
-        self.state.seconds.assign(seconds)
         progress = self.schedule.progress(step, seconds)
         if progress >= 1.0:
             self.request_stop(TIME_BUDGET_SPENT if step < self.config.train_steps
@@ -297,6 +298,9 @@ class Trainer:
         self.optimizer.learning_rate = learning_rate
         batch = next(self._iterator)
         loss, grad_norm, finite = self._train_step(batch)
+        # The step's end is on the clock before any hook runs, so a checkpoint written after it
+        # holds the time this step ended: a resumed run never re-spends a spent budget.
+        self.state.seconds.assign(self._agreed_seconds())
         result = StepResult(step=step + 1, loss=float(loss), grad_norm=float(grad_norm),
                             finite=bool(finite), learning_rate=learning_rate, progress=progress,
                             seconds=seconds, batch=batch)

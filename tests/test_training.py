@@ -260,11 +260,13 @@ def test_a_finished_run_takes_no_more_steps(tmp_path, mocked_tfds):
 
 
 def test_time_budget_stops_within_one_step_and_ends_annealed(tmp_path, mocked_tfds):
+    """A checkpoint after every step: the one written after the last step (before the run
+    notices the budget is spent) must already hold the spent time, or a resumed run trains on."""
     recorder = Recorder()
     budget = 4.0
     with mocked_tfds(num_examples=40):
         summary = training.train(tiny_run(train_steps=10**6, max_train_seconds=budget,
-                                          warmup_steps=0),
+                                          warmup_steps=0, checkpoint_every_steps=1),
                                  str(tmp_path), log=quiet, hooks=[recorder])
     assert summary["stop_reason"] == "time budget spent"
     # Every step started within the budget, and the run ended once it was spent.
@@ -278,9 +280,11 @@ def test_time_budget_stops_within_one_step_and_ends_annealed(tmp_path, mocked_tf
         assert result.learning_rate == pytest.approx(schedule(result.step - 1, result.progress))
     # The run's budget is spent: the same command resumes nothing.
     with mocked_tfds(num_examples=40):
-        again = training.train(tiny_run(train_steps=10**6, max_train_seconds=budget),
+        again = training.train(tiny_run(train_steps=10**6, max_train_seconds=budget,
+                                        checkpoint_every_steps=1),
                                str(tmp_path), log=quiet)
     assert again["step"] == summary["step"]
+    assert again["seconds"] == pytest.approx(summary["seconds"])
 
 
 def test_clipping_bounds_the_applied_update(tmp_path):
