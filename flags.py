@@ -42,7 +42,7 @@ from glow_nxn.run_folder import RunFolder  # noqa: E402
 
 FLAGS = flags.FLAGS
 _MODEL_OVERRIDES = ("levels", "steps_per_level", "hidden_width", "mixing", "coupling",
-                    "learn_top", "n_bits", "network_dtype")
+                    "learn_top", "n_bits", "network_dtype", "logit_alpha")
 
 
 def define_model_flags():
@@ -56,6 +56,8 @@ def define_model_flags():
     flags.DEFINE_enum("coupling", None, list(run_configs.COUPLING_NAMES), "override: coupling")
     flags.DEFINE_boolean("learn_top", None, "override: learn the top prior")
     flags.DEFINE_integer("n_bits", None, "override: bits per channel the model scores (1..8)")
+    flags.DEFINE_float("logit_alpha", None, "override: RealNVP's logit transform of the input "
+                       "with this alpha in (0, 0.5) before the first level; 0: none")
     flags.DEFINE_enum("network_dtype", None, list(run_configs.NETWORK_DTYPES),
                       "override: arithmetic of the coupling networks (bfloat16: mixed precision)")
     flags.DEFINE_integer("seed", 0, "seed of the initial weights, data order and noise")

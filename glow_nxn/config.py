@@ -129,6 +129,9 @@ class ModelConfig:
       seed: seed of the random initial weights (rotations, permutations), ``0..2**31-1``.
       network_dtype: arithmetic of the coupling networks: ``float32``, or ``bfloat16`` for mixed
         precision on GPUs/TPUs that have it (weights, flow and log-dets stay float32).
+      logit_alpha: ``α`` of RealNVP's logit transform of the input, ``x ↦ logit(α + (1−2α)(x+½))``
+        before the first level (:class:`glow_nxn.layers.Logit`), in ``[0, ½)``; 0 leaves it out
+        (Glow and the paper have none).
     """
 
     image_shape: tuple
@@ -141,6 +144,7 @@ class ModelConfig:
     n_bits: int = 8
     seed: int = 0
     network_dtype: str = "float32"
+    logit_alpha: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
@@ -151,6 +155,10 @@ class ModelConfig:
             check_positive_int(name, getattr(self, name))
         check_n_bits(self.n_bits)
         check_int("seed", self.seed, 0, MAX_SEED)
+        check_float("logit_alpha", self.logit_alpha, minimum=0.0)
+        if self.logit_alpha >= 0.5:
+            raise ValueError(f"logit_alpha must be in [0, 0.5) (0: no logit transform), "
+                             f"got {self.logit_alpha!r}")
         if len(self.image_shape) != 3 or not all(
                 isinstance(d, int) and d >= 1 for d in self.image_shape):
             raise ValueError(f"image_shape must be (H, W, C) of positive integers, "

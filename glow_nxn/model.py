@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from glow_nxn import objectives
 from glow_nxn.keras import keras
-from glow_nxn.layers import (COUPLINGS, MIXINGS, ActNorm, Chain, LearnedPrior, Split, Squeeze,
-                             initialising)
+from glow_nxn.layers import (COUPLINGS, MIXINGS, ActNorm, Chain, LearnedPrior, Logit, Split,
+                             Squeeze, initialising)
 from glow_nxn.layers.base import identity_mean
 
 
@@ -43,6 +43,7 @@ class Glow(keras.Model):
                                    name=f"step_{level}_{step}"))
             self.levels.append(Chain([Squeeze(), *steps], name=f"level_{level}"))
         self.splits = [Split(name=f"split_{level}") for level in range(config.levels - 1)]
+        self.logit = Logit(config.logit_alpha, name="logit") if config.logit_alpha else None
         self.top_prior = LearnedPrior(name="top_prior") if config.learn_top else None
         zs, _ = self.encode(tf.zeros([1, *config.image_shape]))
         self.latent_shapes = [tuple(z.shape[1:]) for z in zs]
@@ -58,6 +59,8 @@ class Glow(keras.Model):
     def encode(self, x):
         """Data → latents. ``x: [B, H, W, C]`` → ``(zs, logdet [B])`` (module docstring)."""
         zs, logdet, h = [], tf.zeros([tf.shape(x)[0]]), x
+        if self.logit is not None:
+            h, logdet = self.logit.forward(h)
         for index, level in enumerate(self.levels):
             h, level_logdet = level.forward(h)
             logdet += level_logdet
@@ -85,6 +88,9 @@ class Glow(keras.Model):
                 logdet += split_logdet
             h, level_logdet = self.levels[index].inverse(h)
             logdet += level_logdet
+        if self.logit is not None:
+            h, logit_logdet = self.logit.inverse(h)
+            logdet += logit_logdet
         return h, logdet
 
     def decode(self, zs):

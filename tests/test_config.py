@@ -40,6 +40,10 @@ def test_run_config_json_round_trip():
         RunConfig.from_json(json.dumps(fields))
     with pytest.raises(ValueError, match="expected the keys"):
         RunConfig.from_json('{"model": {}}')
+    # A run saved before a field existed loads with the field's default (no logit transform).
+    fields = json.loads(run.to_json())
+    del fields["model"]["logit_alpha"]
+    assert RunConfig.from_json(json.dumps(fields)).model.logit_alpha == 0.0
 
 
 BAD_VALUES = [
@@ -69,6 +73,10 @@ BAD_VALUES = [
      "unknown mixing 'conv3x3'; valid: nxn"),
     (ModelConfig, dict(image_shape=(28, 28, 1), levels=3, steps_per_level=1),
      "does not fit 3 levels"),
+    (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, logit_alpha=0.5),
+     "logit_alpha must be in .0, 0.5. .0: no logit transform., got 0.5"),
+    (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, logit_alpha=-0.1),
+     "logit_alpha must be a number >= 0"),
 ]
 
 

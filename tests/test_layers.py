@@ -10,7 +10,7 @@ import flow_checks
 from glow_nxn.keras import keras
 from glow_nxn.layers import (MIXINGS, ActNorm, AdditiveCoupling, AffineCoupling, Chain,
                              InvertibleNxNConv, Invertible1x1Conv, InvertibleShift, LearnedPrior,
-                             Split, Squeeze)
+                             Logit, Split, Squeeze)
 
 SHAPE = (2, 4, 4, 6)
 
@@ -55,6 +55,36 @@ def test_layer_contract(name, check, seed):
     flow_checks.reseed(seed)
     layer, x = perturbed_layer(name)
     CHECKS[check](layer, x)
+
+
+@pytest.mark.parametrize("seed", flow_checks.SEEDS, ids=flow_checks.seed_id)
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_logit_contract_on_dequantised_range(check, seed):
+    """The logit transform's domain is the dequantised range ``[−½, ½]``: the shared checks on
+    inputs drawn there, with both ends included (where its derivative is largest)."""
+    flow_checks.reseed(seed)
+    x = np.random.uniform(-0.5, 0.5, size=SHAPE).astype(np.float32)
+    x[0, 0, 0, :2], x[1, 0, 0, :2] = -0.5, 0.5
+    CHECKS[check](Logit(0.05), tf.constant(x))
+
+
+def test_logit_values_and_bounded_inverse():
+    """``logit(α + (1−2α)(x+½))`` at the ends and the middle; every real latent, however large,
+    decodes into ``[−½ − α/(1−2α), ½ + α/(1−2α)]``; α outside (0, ½) is refused."""
+    layer = Logit(0.05)
+    y, logdet = layer.forward(tf.constant([-0.5, 0.0, 0.5], shape=[1, 1, 3, 1]))
+    np.testing.assert_allclose(y.numpy().ravel(), [np.log(0.05 / 0.95), 0.0, np.log(0.95 / 0.05)],
+                               rtol=1e-5)
+    expected = sum(np.log(0.9) - np.log(p) - np.log(1 - p) for p in (0.05, 0.5, 0.95))
+    np.testing.assert_allclose(logdet.numpy(), [expected], rtol=1e-5)
+    x, inverse_logdet = layer.inverse(tf.constant([-1e4, -30.0, 0.0, 30.0, 1e4],
+                                                  shape=[1, 1, 5, 1]))
+    bound = 0.5 + 0.05 / 0.9
+    assert np.all(np.abs(x.numpy()) <= bound + 1e-6)
+    assert np.all(np.isfinite(inverse_logdet.numpy()))
+    for alpha in (0.0, 0.5, -0.1):
+        with pytest.raises(ValueError, match="alpha"):
+            Logit(alpha)
 
 
 def test_checks_catch_a_wrong_logdet():

@@ -18,6 +18,7 @@ MODEL_CASES = {
     "nxn_no_learn_top": dict(learn_top=False),
     "nxn_3_levels": dict(image_shape=(8, 8, 1), levels=3),
     "nxn_bfloat16_networks": dict(network_dtype="bfloat16"),
+    "nxn_logit_input": dict(logit_alpha=0.05),
 }
 
 

@@ -7,6 +7,7 @@ from glow_nxn.layers.actnorm import ActNorm
 from glow_nxn.layers.base import Bijector, Chain, initialising
 from glow_nxn.layers.coupling import AdditiveCoupling, AffineCoupling
 from glow_nxn.layers.emerging import EmergingConv
+from glow_nxn.layers.logit import Logit
 from glow_nxn.layers.mixing import (InvertibleNxNConv, Invertible1x1Conv, InvertibleShift,
                                     ReversePermutation, ShufflePermutation)
 from glow_nxn.layers.multiscale import LearnedPrior, Split, Squeeze
@@ -46,6 +47,7 @@ COUPLINGS = {
 __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "Chain", "COUPLINGS",
     "EmergingConv", "InvertibleNxNConv", "Invertible1x1Conv", "InvertibleShift", "LearnedPrior",
+    "Logit",
     "MIXINGS", "NOT_XLA_COMPILABLE", "PeriodicConv", "ReversePermutation", "ShiftedNxNConv", "ShufflePermutation",
     "Split", "Squeeze", "initialising",
 ]
