@@ -79,8 +79,9 @@ def define_data_flags(for_training=True):
                       "be decoded: skip it (a warning names it) or stop with an error naming it"
                       + ("" if for_training else "; default: the training run's"))
     if for_training:
-        flags.DEFINE_integer("shuffle_buffer", 10_000, "examples in the shuffle buffer of the "
-                             "training data (1: the stored order)")
+        flags.DEFINE_integer("shuffle_buffer", 0, "examples in the shuffle buffer of the "
+                             "training data (1: the stored order; 0: the whole split for a "
+                             "folder, 10,000 for a named dataset)")
         flags.DEFINE_integer("augment_shift", 0, "random-shift augmentation by up to N pixels "
                              "(Glow used it on CIFAR-10; 0: off)")
 

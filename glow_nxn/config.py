@@ -186,7 +186,10 @@ class DataConfig:
         ``folder:<directory>``.
       data_dir: where tensorflow-datasets keeps prepared datasets (None: its default).
       manual_dir: the folder of manually downloaded files a dataset is prepared from.
-      shuffle_buffer: examples in the training stream's shuffle buffer (1: the stored order).
+      shuffle_buffer: examples in the training stream's shuffle buffer; 1 keeps the stored
+        order; 0 (default) chooses: the whole split for a folder (its records are file paths, a
+        few bytes each, and a folder is often stored class by class), 10,000 for a named dataset
+        (tensorflow-datasets shuffled it when it prepared it, so a window suffices).
       augment_shift: random-shift augmentation of training images by up to this many pixels.
       on_bad_image: what a ``folder:`` dataset does with a file it cannot read or decode:
         ``skip`` it (named in a warning and counted) or ``stop`` the run with an error naming it.
@@ -195,7 +198,7 @@ class DataConfig:
     dataset: str = "mnist"
     data_dir: str = None
     manual_dir: str = None
-    shuffle_buffer: int = 10_000
+    shuffle_buffer: int = 0
     augment_shift: int = 0
     on_bad_image: str = "skip"
 
@@ -206,7 +209,7 @@ class DataConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: "
                              f"{', '.join(sorted(DATASET_NAMES))}, or {FOLDER_PREFIX}<directory "
                              f"of PNG/JPEG images>")
-        check_positive_int("shuffle_buffer", self.shuffle_buffer)
+        check_int("shuffle_buffer", self.shuffle_buffer, minimum=0)
         check_int("augment_shift", self.augment_shift, minimum=0)
         check_choice("on_bad_image", self.on_bad_image, ON_BAD_IMAGE)
 

@@ -70,11 +70,13 @@ import tensorflow_datasets as tfds
 
 import glow_nxn
 from glow_nxn import objectives
-from glow_nxn.config import FOLDER_PREFIX, check_folder_path, check_positive_int
+from glow_nxn.config import FOLDER_PREFIX, check_folder_path, check_int, check_positive_int
 from glow_nxn.errors import first_line
 
 SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# The training stream's shuffle window over a named dataset (shuffle_buffer=0).
+TFDS_SHUFFLE_WINDOW = 10_000
 MNIST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(glow_nxn.__file__))),
                          "data", "mnist")
 
@@ -226,13 +228,16 @@ def bad_images(config, splits=SPLITS):
 
 def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, shard_index=0,
                   num_shards=1, data_dir=None, manual_dir=None, augment_shift=0,
-                  shuffle_buffer=10_000):
+                  shuffle_buffer=0):
     r"""The endless training stream of one process: float32 ``[B, H, W, C]`` in ``[−0.5, 0.5)``.
 
     ``B = per_replica_batch_size``; every batch is full. Process ``shard_index`` of ``num_shards``
     reads the examples whose index ``i`` has ``i mod num_shards = shard_index``, shuffled anew
-    every epoch (a buffer of ``shuffle_buffer`` examples; tfds shuffles examples when it prepares a
-    dataset, so a window suffices; 1 keeps the stored order). Each image ``x`` becomes
+    every epoch in a buffer of ``shuffle_buffer`` examples (1 keeps the stored order). 0 chooses
+    it: the whole shard for a folder, whose records are paths of a few bytes and which may be
+    stored class by class (a window over sorted paths would drift from class to class, and the
+    loss with it); :data:`TFDS_SHUFFLE_WINDOW` for a named dataset, which tfds shuffled when it
+    prepared it and whose records are encoded images. Each image ``x`` becomes
 
     .. math::  y = (\lfloor x / 2^{8-n} \rfloor + u) / 2^n - 0.5,\quad u \sim U(0, 1)^D
 
@@ -246,7 +251,7 @@ def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, sh
     """
     _check_shards(shard_index, num_shards)
     check_positive_int("per_replica_batch_size", per_replica_batch_size)
-    check_positive_int("shuffle_buffer", shuffle_buffer)
+    check_int("shuffle_buffer", shuffle_buffer, minimum=0)
     if not (isinstance(augment_shift, int) and 0 <= augment_shift < min(image_shape[:2])):
         raise ValueError(f"augment_shift must be an integer in 0..{min(image_shape[:2]) - 1}, "
                          f"got {augment_shift!r}")
@@ -280,6 +285,8 @@ def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, sh
         index, record = example
         return position // shard_size, index, record
 
+    if shuffle_buffer == 0:
+        shuffle_buffer = shard_size if _folder(name) is not None else TFDS_SHUFFLE_WINDOW
     return (mine.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
             .repeat()
             .enumerate()

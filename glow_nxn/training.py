@@ -494,11 +494,13 @@ class DivergenceGuard(Hook):
         state, config = trainer.state, self.config
         recoveries = int(state.recoveries.numpy())
         if recoveries >= config.max_recoveries:
+            latest = trainer.manager.latest_checkpoint
+            where = (f"the newest checkpoint {latest} is the last healthy one: resume from it"
+                     if latest else "no checkpoint was written yet: start again")
             raise TrainingDiverged(
                 f"{reason} at step {trainer.step}, after {recoveries} recoveries "
-                f"(--max_recoveries={config.max_recoveries}); training stopped, the newest "
-                f"checkpoint {trainer.manager.latest_checkpoint} is the last healthy one: resume "
-                f"from it with a lower --learning_rate")
+                f"(--max_recoveries={config.max_recoveries}); training stopped, {where} with a "
+                f"lower --learning_rate")
         failed_step = trainer.step
         self.snapshot.restore()
         state.recoveries.assign_add(1)

@@ -57,7 +57,7 @@ BAD_VALUES = [
     (TrainConfig, dict(seed=-1), "seed must be an integer in 0..2147483647"),
     (TrainConfig, dict(grad_clip_norm=-1.0), "grad_clip_norm must be a number >= 0"),
     (TrainConfig, dict(recovery_lr_factor=0.0), "recovery_lr_factor must be a number"),
-    (DataConfig, dict(shuffle_buffer=0), "shuffle_buffer must be an integer >= 1"),
+    (DataConfig, dict(shuffle_buffer=-1), "shuffle_buffer must be an integer >= 0"),
     (DataConfig, dict(augment_shift=-2), "augment_shift must be an integer >= 0"),
     (DataConfig, dict(dataset="mnistt"), "unknown dataset 'mnistt'; valid: celeba_hq_256, "
                                          "cifar10, imagenet32, imagenet64, mnist, or folder:"),

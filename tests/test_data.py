@@ -272,6 +272,24 @@ def test_folder_split_subdirectories(tmp_path):
         data.num_examples(f"folder:{tmp_path / 'missing'}", "train")
 
 
+def test_a_folder_stored_class_by_class_is_shuffled_as_a_whole(tmp_path, monkeypatch):
+    """64 images whose value is their sorted index, like a folder stored class by class. With the
+    default ``shuffle_buffer=0`` the first batch of 8 is drawn from the whole folder, even with
+    a tiny window for named datasets; an explicit window of 8 only reaches the first 15 paths."""
+    for i in range(64):
+        write_image(tmp_path / f"{i:02d}.png", np.full((4, 4, 1), 4 * i))
+    monkeypatch.setattr(data, "TFDS_SHUFFLE_WINDOW", 4)
+
+    def first_batch_indices(shuffle_buffer):
+        batch = next(iter(data.train_dataset(
+            f"folder:{tmp_path}", image_shape=(4, 4, 1), n_bits=8, per_replica_batch_size=8,
+            seed=0, shuffle_buffer=shuffle_buffer)))
+        return cells(batch.numpy(), 8)[:, 0, 0, 0] // 4
+
+    assert max(first_batch_indices(0)) >= 32
+    assert max(first_batch_indices(8)) <= 15
+
+
 def write_formats(root):
     """The same 12×16 picture in every encoding a folder may hold; returns ``(rgb, grey)``."""
     from PIL import Image

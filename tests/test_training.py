@@ -446,6 +446,13 @@ def test_divergence_past_the_recoveries_stops_with_the_last_healthy_checkpoint(t
     loaded = RunFolder(str(tmp_path)).load_model()
     assert loaded.step == 4
     assert all(np.all(np.isfinite(v.numpy())) for v in loaded.model.variables)
+    # Diverging before the first checkpoint says so, rather than naming a checkpoint "None".
+    with mocked_tfds(num_examples=40):
+        with pytest.raises(TrainingDiverged, match="no checkpoint was written yet: start again"):
+            training.train(dataclasses.replace(run, train=dataclasses.replace(
+                               run.train, checkpoint_every_steps=100)),
+                           str(tmp_path / "early"), log=quiet,
+                           hooks=[Corrupt(at=4, amount=float("nan"), every=True)])
 
 
 # ---- faults: unreadable and unwritable checkpoints ----------------------------------------------
