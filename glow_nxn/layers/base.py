@@ -54,6 +54,11 @@ def spatial_size(x):
     return tf.cast(shape[1] * shape[2], tf.float32)
 
 
+def sum_over_pixels(t):
+    """Per-example sum of an elementwise log-det term ``[B, H, W, C] → [B]``."""
+    return tf.reduce_sum(t, axis=[1, 2, 3])
+
+
 def batch_logdet(x, per_example):
     """Broadcast a scalar log-det to shape ``[B]`` of the batch of ``x``."""
     return tf.fill([tf.shape(x)[0]], tf.cast(per_example, tf.float32))

@@ -6,12 +6,8 @@ through unchanged and conditions the transform, and ``x_a = x[..., C−C_a:]`` w
 """
 import tensorflow as tf
 
-from glow_nxn.layers.base import Bijector, batch_logdet
+from glow_nxn.layers.base import Bijector, batch_logdet, sum_over_pixels
 from glow_nxn.layers.nn import CouplingNetwork
-
-
-def _sum_over_pixels(t):
-    return tf.reduce_sum(t, axis=[1, 2, 3])
 
 
 class _Coupling(Bijector):
@@ -54,13 +50,13 @@ class AffineCoupling(_Coupling):
         x_b, x_a = self._halves(x)
         shift, log_scale = self._shift_and_log_scale(x_b)
         y_a = (x_a + shift) * tf.exp(log_scale)
-        return tf.concat([x_b, y_a], axis=-1), _sum_over_pixels(log_scale)
+        return tf.concat([x_b, y_a], axis=-1), sum_over_pixels(log_scale)
 
     def _inverse(self, y):
         x_b, y_a = self._halves(y)
         shift, log_scale = self._shift_and_log_scale(x_b)
         x_a = y_a * tf.exp(-log_scale) - shift
-        return tf.concat([x_b, x_a], axis=-1), -_sum_over_pixels(log_scale)
+        return tf.concat([x_b, x_a], axis=-1), -sum_over_pixels(log_scale)
 
 
 class AdditiveCoupling(_Coupling):

@@ -1,11 +1,7 @@
 """The logit input transform (RealNVP, Dinh et al. 2017, §4.1), as a bijector."""
 import tensorflow as tf
 
-from glow_nxn.layers.base import Bijector
-
-
-def _sum_over_pixels(t):
-    return tf.reduce_sum(t, axis=[1, 2, 3])
+from glow_nxn.layers.base import Bijector, sum_over_pixels
 
 
 class Logit(Bijector):
@@ -38,7 +34,7 @@ class Logit(Bijector):
     def _forward(self, x):
         p = self.alpha + (1.0 - 2.0 * self.alpha) * (x + 0.5)
         y = tf.math.log(p) - tf.math.log1p(-p)
-        return y, _sum_over_pixels(self._log_derivative(p))
+        return y, sum_over_pixels(self._log_derivative(p))
 
     def _inverse(self, y):
         p = tf.sigmoid(y)
@@ -46,4 +42,4 @@ class Logit(Bijector):
         # -log p - log(1-p) = softplus(-y) + softplus(y), exact for large |y| where p rounds to 0/1.
         log_derivative = (tf.math.log(1.0 - 2.0 * self.alpha) + tf.math.softplus(-y)
                           + tf.math.softplus(y))
-        return x, -_sum_over_pixels(log_derivative)
+        return x, -sum_over_pixels(log_derivative)

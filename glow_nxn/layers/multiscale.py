@@ -8,7 +8,7 @@ which is ``z ~ N(μ, (T·σ)²)``: the temperature scales the standard deviation
 """
 import tensorflow as tf
 
-from glow_nxn.layers.base import Bijector, batch_logdet, spatial_size
+from glow_nxn.layers.base import Bijector, batch_logdet, spatial_size, sum_over_pixels
 from glow_nxn.layers.nn import ZeroConv2D
 
 
@@ -53,13 +53,13 @@ class Split(Bijector):
         z1, z2 = self.divide(x)
         mean, log_std = self._mean_and_log_std(z1)
         eps = (z2 - mean) * tf.exp(-log_std)
-        return tf.concat([z1, eps], axis=-1), -tf.reduce_sum(log_std, axis=[1, 2, 3])
+        return tf.concat([z1, eps], axis=-1), -sum_over_pixels(log_std)
 
     def _inverse(self, y):
         z1, eps = self.divide(y)
         mean, log_std = self._mean_and_log_std(z1)
         z2 = mean + eps * tf.exp(log_std)
-        return tf.concat([z1, z2], axis=-1), tf.reduce_sum(log_std, axis=[1, 2, 3])
+        return tf.concat([z1, z2], axis=-1), sum_over_pixels(log_std)
 
 
 class LearnedPrior(Bijector):
