@@ -288,7 +288,9 @@ class Trainer:
     def run_step(self):
         """One step at the scheduled learning rate; returns its :class:`StepResult`."""
         step = int(self.state.step.numpy())
-        seconds = self._agreed_seconds()
+        # The training time when the previous step ended (or as restored): one number decides
+        # the schedule, the stop and what checkpoints record, so they never disagree.
+        seconds = float(self.state.seconds.numpy())
         progress = self.schedule.progress(step, seconds)
         if progress >= 1.0:
             self.request_stop(TIME_BUDGET_SPENT if step < self.config.train_steps
@@ -298,9 +300,13 @@ class Trainer:
         self.optimizer.learning_rate = learning_rate
         batch = next(self._iterator)
         loss, grad_norm, finite = self._train_step(batch)
-        # The step's end is on the clock before any hook runs, so a checkpoint written after it
-        # holds the time this step ended: a resumed run never re-spends a spent budget.
+        # The step's end goes on the clock (rank 0's, broadcast) before any hook runs; when it
+        # spends the budget the run stops here, so the checkpoint written after this step holds
+        # the spent time and a resumed run takes no further step.
         self.state.seconds.assign(self._agreed_seconds())
+        if step + 1 < self.config.train_steps and \
+                self.schedule.progress(step + 1, float(self.state.seconds.numpy())) >= 1.0:
+            self.request_stop(TIME_BUDGET_SPENT)
         result = StepResult(step=step + 1, loss=float(loss), grad_norm=float(grad_norm),
                             finite=bool(finite), learning_rate=learning_rate, progress=progress,
                             seconds=seconds, batch=batch)
