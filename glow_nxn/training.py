@@ -303,9 +303,9 @@ class Trainer:
         # The step's end goes on the clock (rank 0's, broadcast) before any hook runs; when it
         # spends the budget the run stops here, so the checkpoint written after this step holds
         # the spent time and a resumed run takes no further step.
-        self.state.seconds.assign(self._agreed_seconds())
-        if step + 1 < self.config.train_steps and \
-                self.schedule.progress(step + 1, float(self.state.seconds.numpy())) >= 1.0:
+        ended = self._agreed_seconds()
+        self.state.seconds.assign(ended)
+        if step + 1 < self.config.train_steps and self.schedule.progress(step + 1, ended) >= 1.0:
             self.request_stop(TIME_BUDGET_SPENT)
         result = StepResult(step=step + 1, loss=float(loss), grad_norm=float(grad_norm),
                             finite=bool(finite), learning_rate=learning_rate, progress=progress,

@@ -28,18 +28,16 @@ class Logit(Bijector):
             raise ValueError(f"the logit transform's alpha must be in (0, 0.5), got {alpha!r}")
         self.alpha = alpha
 
-    def _log_derivative(self, p):
-        return tf.math.log(1.0 - 2.0 * self.alpha) - tf.math.log(p) - tf.math.log1p(-p)
+    def _log_derivative(self, y):
+        """``log dy/dx`` at ``y``: ``log(1 − 2α) − log p − log(1 − p)`` written as
+        ``log(1 − 2α) + softplus(y) + softplus(−y)``, exact even where ``p`` rounds to 0 or 1."""
+        return tf.math.log(1.0 - 2.0 * self.alpha) + tf.math.softplus(y) + tf.math.softplus(-y)
 
     def _forward(self, x):
         p = self.alpha + (1.0 - 2.0 * self.alpha) * (x + 0.5)
         y = tf.math.log(p) - tf.math.log1p(-p)
-        return y, sum_over_pixels(self._log_derivative(p))
+        return y, sum_over_pixels(self._log_derivative(y))
 
     def _inverse(self, y):
-        p = tf.sigmoid(y)
-        x = (p - self.alpha) / (1.0 - 2.0 * self.alpha) - 0.5
-        # -log p - log(1-p) = softplus(-y) + softplus(y), exact for large |y| where p rounds to 0/1.
-        log_derivative = (tf.math.log(1.0 - 2.0 * self.alpha) + tf.math.softplus(-y)
-                          + tf.math.softplus(y))
-        return x, -sum_over_pixels(log_derivative)
+        x = (tf.sigmoid(y) - self.alpha) / (1.0 - 2.0 * self.alpha) - 0.5
+        return x, -sum_over_pixels(self._log_derivative(y))
