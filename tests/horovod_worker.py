@@ -24,6 +24,11 @@ is asked for. Each probe is switched on by an environment variable:
 ``GLOW_TEST_HANG_AT_STEP=R:S``
     Rank ``R`` hangs while alive (sleeps for a day) after its training step ``S``, having written
     its record (with ``hung_at``, the time).
+``GLOW_TEST_CLOCK_RATE=R:K``
+    Rank ``R``'s clock, as the training loop reads it (``glow_nxn.training.time.time``), runs
+    ``K`` times as fast as the real one: what the ranks agree on must be rank 0's time. With
+    ``GLOW_TEST_RECORD_DIR``, each rank also records ``seconds``, the run's training seconds
+    after each of its steps (what the stop decision and the checkpoints use).
 """
 import atexit
 import functools
@@ -45,7 +50,8 @@ from glow_nxn import training  # noqa: E402
 
 RANK = int(os.environ.get("HOROVOD_RANK", "0"))
 RECORD_DIR = os.environ.get("GLOW_TEST_RECORD_DIR")
-RECORD = {"rank": RANK, "pid": os.getpid(), "digests": {}, "examples": [], "prepare_calls": []}
+RECORD = {"rank": RANK, "pid": os.getpid(), "digests": {}, "examples": [], "seconds": [],
+          "prepare_calls": []}
 
 
 def write_indexed_images(directory, count):
@@ -87,6 +93,7 @@ class Probe(training.Hook):
     def after_step(self, trainer, result):
         RECORD["examples"].append(image_indices(result.batch.numpy(),
                                                 trainer.model_config.n_bits))
+        RECORD["seconds"].append(float(trainer.state.seconds.numpy()))
         write_record()
         if self.die_at is not None and RANK == self.die_at[0] and \
                 result.step + 1 == self.die_at[1]:
@@ -107,6 +114,19 @@ class Probe(training.Hook):
     def on_end(self, trainer):
         RECORD["digests"]["end"] = digest(trainer)
         write_record()
+
+
+class FastClock:
+    """The ``time`` module, but for ``time()``, which runs ``rate`` times as fast from now on."""
+
+    def __init__(self, rate):
+        self.rate, self.origin = rate, time.time()
+
+    def time(self):
+        return self.origin + self.rate * (time.time() - self.origin)
+
+    def __getattr__(self, name):
+        return getattr(time, name)
 
 
 def wrap_prepare():
@@ -147,6 +167,9 @@ def main():
     if RECORD_DIR:
         wrap_prepare()
         atexit.register(write_record)
+    clock = rank_and_step(os.environ.get("GLOW_TEST_CLOCK_RATE"))
+    if clock and clock[0] == RANK:
+        training.time = FastClock(clock[1])
     if os.environ.get("GLOW_TEST_OWN_WORKDIR") and RANK != 0:
         args = own_workdir(args)
     path = os.path.join(REPO, script)

@@ -255,6 +255,36 @@ def test_learning_rate_scales_with_workers_only_when_asked(folder_runs, equivale
     assert rates == {1: 5e-4, 2: 1e-3, 3: 1e-3, 4: 1e-3, 5: 1e-3}
 
 
+def test_a_time_budget_stops_every_rank_after_the_same_step_by_rank_0s_clock(tmp_path):
+    """Adamax under a time budget, rank 1's clock running 10× fast: the ranks agree on rank 0's
+    time after every step (else rank 1 would stop after a tenth of the budget and rank 0 would
+    wait for it), stop after the first step that spends the budget, and hold the same state,
+    Adamax's slots included, at every checkpoint."""
+    budget = 30.0  # the first step (tracing) takes seconds of it on a loaded 2-core machine
+    write_indexed_images(str(tmp_path / "images"), 64)
+    (tmp_path / "records").mkdir()
+    result = horovodrun("train.py", "--preset=mnist", "--steps_per_level=1", "--hidden_width=8",
+                        "--per_replica_batch_size=4", "--init_batch_size=8",
+                        "--shuffle_buffer=16", "--warmup_steps=1", "--log_every_steps=1",
+                        "--eval_every_steps=0", "--optimizer=adamax", "--learning_rate=1e-3",
+                        "--train_steps=100000", f"--max_train_seconds={budget}",
+                        "--checkpoint_every_steps=10",
+                        f"--dataset=folder:{tmp_path / 'images'}",
+                        f"--workdir={tmp_path / 'run'}",
+                        probes={"GLOW_TEST_RECORD_DIR": str(tmp_path / "records"),
+                                "GLOW_TEST_CLOCK_RATE": "1:10"})
+    rank0, rank1 = records(tmp_path / "records")
+    steps = len(rank0["seconds"])
+    assert f"finished at step {steps} (time budget spent)" in result.stdout, result.stdout[-3000:]
+    assert rank0["seconds"] == rank1["seconds"]  # bit for bit: one clock, broadcast
+    assert steps >= 2 and rank0["seconds"][-2] < budget <= rank0["seconds"][-1]
+    assert rank0["digests"] == rank1["digests"]
+    assert {f"step {s}" for s in range(10, steps, 10)} | {"start", "end"} <= set(rank0["digests"])
+    loaded = RunFolder(str(tmp_path / "run"))
+    assert loaded.load_config().train.optimizer == "adamax"
+    assert loaded.load_model().step == steps
+
+
 # Faults of a running job, one after another in one run folder, each job the same command
 # resumed: SIGTERM to rank 1 alone; SIGTERM to horovodrun; SIGSTOP to rank 1; rank 1 hung while
 # alive. Each is applied once both ranks have taken two steps.
