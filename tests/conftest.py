@@ -1,5 +1,15 @@
-"""Test set-up: select tf-keras before TensorFlow loads and keep TensorFlow's logging quiet."""
+"""Test set-up: select tf-keras before TensorFlow loads, keep TensorFlow's logging quiet, seed
+every test, and run the tests in a shuffled order.
+
+**Order.** The files run in a shuffled order, and the tests of each file in a shuffled order
+(a file's tests stay together, so its module-scoped fixtures are built once). The order's seed
+is drawn anew for every session and printed at the end of the report: ``GLOW_TEST_ORDER_SEED=N``
+replays an order, ``GLOW_TEST_ORDER_SEED=none`` keeps the files' own order. A test that passes
+only after another has run fails in some run of CI, and the report says how to replay it.
+"""
+import collections
 import os
+import random
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,6 +24,45 @@ import pytest  # noqa: E402
 from glow_nxn import data  # noqa: E402
 from glow_nxn.keras import keras  # noqa: E402
 from mock_datasets import mocked_tfds as _mocked_tfds  # noqa: E402
+
+
+def _order_seed():
+    value = os.environ.get("GLOW_TEST_ORDER_SEED")
+    if value is None:
+        return random.SystemRandom().randrange(10**6)
+    return None if value == "none" else int(value)
+
+
+ORDER_SEED = _order_seed()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The order's seed, at the end of the report (shown with ``-q`` too)."""
+    if ORDER_SEED is None:
+        terminalreporter.write_line("test order: as in the files (GLOW_TEST_ORDER_SEED=none)")
+    else:
+        terminalreporter.write_line(f"test order: shuffled; GLOW_TEST_ORDER_SEED={ORDER_SEED} "
+                                    f"replays it, GLOW_TEST_ORDER_SEED=none keeps the files' order")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Shuffle the files, and the tests within each file (before pytest groups the tests of a
+    parametrised module-scoped fixture)."""
+    if ORDER_SEED is None:
+        return
+    generator = random.Random(ORDER_SEED)
+    by_file = collections.defaultdict(list)
+    for item in items:
+        by_file[item.nodeid.split("::")[0]].append(item)
+    files = sorted(by_file)
+    generator.shuffle(files)
+    shuffled = []
+    for name in files:
+        tests = by_file[name]
+        generator.shuffle(tests)
+        shuffled.extend(tests)
+    items[:] = shuffled
 
 
 @pytest.fixture(autouse=True)
