@@ -1,4 +1,4 @@
-"""Command-line flags of train.py, evaluate.py and sample.py, and their frozen configs.
+"""Command-line flags of train.py, evaluate.py, sample.py and export.py, and their frozen configs.
 
 Flags live only here: each script defines the groups it needs, and this module turns the parsed
 flags into one :class:`glow_nxn.config.RunConfig` (model, data, train); the library never reads a

@@ -1,4 +1,5 @@
-"""train.py, evaluate.py and sample.py as a user runs them, on the real MNIST files."""
+"""train.py, evaluate.py, sample.py and export.py as a user runs them, on the real MNIST files."""
+import functools
 import json
 import os
 import re
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glow_nxn import data, evaluation
-from glow_nxn.config import preset
+import glow_nxn
+from glow_nxn import data, evaluation, objectives
+from glow_nxn.config import DataConfig, preset
 from glow_nxn.distributed import Replicas
 from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
 from test_support import REPO, TINY_MNIST, one_error_line, run_script, script_env, tiny_run
@@ -94,6 +96,66 @@ def test_evaluate_mean_and_standard_error_are_numpys(trained_mnist, mnist_data_d
     assert result.maximum == pytest.approx(np.max(by_hand), rel=1e-6)
 
 
+# Run in a fresh process that never imports glow_nxn: the SavedModel alone must do.
+EXPORTED_USER = """
+import sys
+import numpy as np
+import tensorflow as tf
+exported = tf.saved_model.load(sys.argv[1])
+inputs = np.load(sys.argv[2])
+images, x = tf.constant(inputs["images"]), tf.constant(inputs["x"])
+encoded = exported.signatures["encode"](x=x)
+zs = {k: v for k, v in encoded.items() if k.startswith("z")}
+results = {
+    "bits_per_dim": exported.signatures["bits_per_dim"](images=images,
+                                                        seed=tf.constant(3, tf.int64)),
+    "log_prob": exported.log_prob(x=x),
+    "logdet": {"logdet": encoded["logdet"]},
+    "decoded": exported.decode(**zs),
+    "sample": exported.sample(n=tf.constant(5), temperature=tf.constant(0.7),
+                              seed=tf.constant(1, tf.int64)),
+}
+assert "glow_nxn" not in sys.modules
+np.savez(sys.argv[3], **{f"{name}.{key}": value.numpy() for name, outputs in results.items()
+                         for key, value in outputs.items()},
+         **{k: v.numpy() for k, v in zs.items()}, latent_shapes=exported.latent_shapes.numpy())
+"""
+
+
+def test_export_runs_without_glow_nxn_and_gives_the_models_numbers(trained_mnist, tmp_path,
+                                                                   mnist_data_dir):
+    run = trained_mnist[0]
+    result = run_script("export.py", f"--workdir={run}", f"--output={tmp_path / 'exported'}")
+    assert "(step 4, ema weights)" in result.stdout
+    assert sorted(os.listdir(tmp_path)) == ["exported"]  # no partial folder left behind
+    model = glow_nxn.load(str(run))
+    images = next(iter(data.evaluation_split(
+        DataConfig(dataset="mnist", data_dir=mnist_data_dir), Replicas(),
+        image_shape=model.config.image_shape, batch_size=6)))["image"]
+    noise = tf.random.stateless_uniform(tf.shape(images), seed=[3, 0])
+    x = objectives.dequantize(images, model.config.n_bits, noise)
+    np.savez(tmp_path / "inputs.npz", images=images.numpy(), x=x.numpy())
+    subprocess.run([sys.executable, "-c", EXPORTED_USER, str(tmp_path / "exported"),
+                    str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")],
+                   cwd=tmp_path, env=script_env(), check=True, timeout=600)
+    out = np.load(tmp_path / "outputs.npz")
+    zs, logdet = model.encode(x)
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
+    close(out["bits_per_dim.bits_per_dim"], model.bits_per_dim(images, noise).numpy())
+    close(out["log_prob.log_prob"], model.log_prob(x).numpy())
+    close(out["logdet.logdet"], logdet.numpy())
+    for index, z in enumerate(zs):
+        close(out[f"z{index}"], z.numpy())
+    close(out["decoded.x"], model.decode(zs).numpy())
+    assert out["latent_shapes"].tolist() == [list(shape) for shape in model.latent_shapes]
+    latents = [0.7 * tf.random.stateless_normal([5, *shape], seed=[1, index])
+               for index, shape in enumerate(model.latent_shapes)]
+    sampled = model.decode(latents)
+    close(out["sample.x"], sampled.numpy())
+    np.testing.assert_array_equal(out["sample.images"],
+                                  objectives.to_uint8(sampled, model.config.n_bits).numpy())
+
+
 def test_evaluate_and_sample_pick_the_named_checkpoint_and_weights(trained_mnist, tmp_path,
                                                                    mnist_data_dir):
     run, _ = trained_mnist
@@ -163,6 +225,11 @@ def evaluate(*flags):
 
 def sample(*flags):
     return ["sample.py", "--workdir={tmp}/run", *flags]
+
+
+def export(*flags):
+    """An export.py command of {tmp}/run to a new folder {tmp}/exported, ``flags`` last."""
+    return ["export.py", "--workdir={tmp}/run", "--output={tmp}/exported", *flags]
 
 
 ENUM = "value should be one of"
@@ -303,6 +370,16 @@ BAD_INPUTS = [
      "--interpolation_steps must be an integer >= 2"),
     ("sample.py", "output_dir", sample("--output_dir={tmp}/file"),
      "--output_dir {tmp}/file: {tmp}/file is a file"),
+    ("export.py", "workdir", ["export.py", "--output={tmp}/exported"], "--workdir is required"),
+    ("export.py", "workdir", export("--workdir={tmp}/none"), "does not exist"),
+    ("export.py", "checkpoint", export(), "no checkpoint in {tmp}/run/checkpoints"),
+    ("export.py", "checkpoint", export("--checkpoint=ckpt-9"),
+     "no checkpoint {tmp}/run/checkpoints/ckpt-9"),
+    ("export.py", "weights", export("--weights=best"), ENUM),
+    ("export.py", "output", ["export.py", "--workdir={tmp}/run"], "--output is required"),
+    ("export.py", "output", export("--output={tmp}/run"), "{tmp}/run already exists"),
+    ("export.py", "output", export("--output={tmp}/none/exported"),
+     "its parent folder does not exist"),
 ]
 
 
@@ -345,9 +422,9 @@ def project_flags_of(script):
 
 
 def test_every_flag_of_every_script_has_a_bad_input_case():
-    for script in ("train.py", "evaluate.py", "sample.py"):
+    for script in ("train.py", "evaluate.py", "sample.py", "export.py"):
         defined = project_flags_of(script)
-        assert "workdir" in defined and len(defined) > 10, defined
+        assert "workdir" in defined and len(defined) >= 4, defined
         covered = {flag for name, flag, *_ in BAD_INPUTS if name == script}
         assert defined <= covered, (script, sorted(defined - covered))
 
