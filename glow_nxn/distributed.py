@@ -96,6 +96,20 @@ class HorovodReplicas(Replicas):
         self._hvd.allreduce(tf.constant(0), op=self._hvd.Sum, name="barrier")
 
 
+def device_description():
+    """What this process computes on, for the start-up line: its visible GPUs by name, or the CPU
+    with the reason (a GPU machine whose CUDA set-up is broken must not train on the CPU
+    silently)."""
+    gpus = tf.config.get_visible_devices("GPU")
+    if not gpus:
+        built = "with" if tf.test.is_built_with_cuda() else "without"
+        return f"CPU only (no GPU visible; TensorFlow built {built} CUDA)"
+    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+             for gpu in gpus]
+    return ", ".join(f"{gpu.name.split('physical_device:')[-1]} ({name})"
+                     for gpu, name in zip(gpus, names))
+
+
 def launched_by_horovodrun():
     """True in a process that ``horovodrun`` (or mpirun) started."""
     return any(name in os.environ for name in _LAUNCHER_VARIABLES)

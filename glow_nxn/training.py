@@ -67,7 +67,7 @@ import tensorflow as tf
 
 from glow_nxn import data, evaluation, objectives, sampling
 from glow_nxn.averaging import WeightAverage
-from glow_nxn.distributed import Replicas
+from glow_nxn.distributed import Replicas, device_description
 from glow_nxn.errors import Hung, TrainingDiverged, UserError, as_user_error
 from glow_nxn.keras import keras
 from glow_nxn.layers import NOT_XLA_COMPILABLE
@@ -358,7 +358,8 @@ class Trainer:
                        if replicas.is_chief else tf.summary.create_noop_writer())
         self.log(f"training {self.model_config} on {self.data_config.dataset}: "
                  f"{replicas.size} process(es), global batch "
-                 f"{config.per_replica_batch_size * replicas.size}, from step {start_step}")
+                 f"{config.per_replica_batch_size * replicas.size}, from step {start_step}; "
+                 f"computing on {device_description()}")
         self._iterator = iter(train_data)
         self._clock_start, self._seconds_at_start = time.time(), float(self.state.seconds.numpy())
         with self.writer.as_default():

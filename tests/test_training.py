@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glow_nxn import data, training
+from glow_nxn import data, distributed, training
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.config import DataConfig, RunConfig, TrainConfig, preset
 from glow_nxn.distributed import Replicas
@@ -58,9 +58,12 @@ def metrics(folder):
 # ---- the loop and its seams -------------------------------------------------------------------
 
 def test_few_steps_on_mocked_cifar10(tmp_path, mocked_tfds):
-    run = tiny_run()
+    run, lines = tiny_run(), []
     with mocked_tfds(num_examples=40):
-        summary = training.train(run, str(tmp_path), log=quiet)
+        summary = training.train(run, str(tmp_path), log=lines.append)
+    # The start-up line says what computes: this machine has no GPU, and says so.
+    assert "global batch 8, from step 0; computing on CPU only (no GPU visible; TensorFlow " \
+        "built with" in lines[0]
     assert summary["step"] == 3 and summary["skipped_updates"] == 0
     assert summary["stop_reason"] == "train_steps reached"
     assert 0.0 < summary["train_bits_per_dim"] < 20.0
@@ -69,6 +72,14 @@ def test_few_steps_on_mocked_cifar10(tmp_path, mocked_tfds):
     assert (tmp_path / "summaries").iterdir()
     records = metrics(tmp_path)
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+
+
+def test_the_device_description_names_the_visible_gpus(monkeypatch):
+    gpus = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(2)]
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind: gpus)
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda gpu: {"device_name": f"Card {gpu.name[-1]}"})
+    assert distributed.device_description() == "GPU:0 (Card 0), GPU:1 (Card 1)"
 
 
 def test_hooks_see_every_seam_in_order(tmp_path, mocked_tfds):
