@@ -11,6 +11,7 @@ from glow_nxn.keras import keras
 from glow_nxn.layers import (MIXINGS, ActNorm, AdditiveCoupling, AffineCoupling, Chain,
                              InvertibleNxNConv, Invertible1x1Conv, InvertibleShift, LearnedPrior,
                              Logit, Split, Squeeze)
+from glow_nxn.layers.nn import CouplingNetwork
 
 SHAPE = (2, 4, 4, 6)
 
@@ -254,3 +255,20 @@ def test_log_abs_det_value_and_gradient_match_slogdet():
     np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-12)
     np.testing.assert_allclose(tape.gradient(ours, matrix).numpy(),
                                tape.gradient(reference, matrix).numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_the_coupling_network_folded_equals_its_layers_one_by_one():
+    """In float32 the network runs each convolution and the affine map after it as one
+    convolution (``nn.scaled_conv2d``); that must be the layers' own composition: conv → ActNorm
+    → ReLU → conv → ActNorm → ReLU → conv, ``+ bias``, ``·exp(3·log_scale)``."""
+    network = CouplingNetwork(out_channels=6, width=16)
+    x = tf.random.stateless_normal([3, 8, 8, 5], seed=[0, 1])
+    network(x)
+    flow_checks.perturb(network.variables, scale=0.3)
+    h = tf.nn.relu(network.norm_in.forward(network.conv_in(x))[0])
+    h = tf.nn.relu(network.norm_hidden.forward(network.conv_hidden(h))[0])
+    out = network.conv_out
+    expected = out.conv(h) * tf.exp(3.0 * out.log_scale)
+    assert float(tf.reduce_max(tf.abs(expected))) > 0.1  # the last layer no longer outputs zeros
+    np.testing.assert_allclose(network(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+

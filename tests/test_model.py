@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import flow_checks
+from glow_nxn.layers import nn
 from glow_nxn.config import PRESETS, ModelConfig, preset
 from glow_nxn.layers import (COUPLINGS, MIXINGS, NOT_XLA_COMPILABLE, ActNorm, AffineCoupling,
                              Chain, InvertibleNxNConv, LearnedPrior, Split, Squeeze)
@@ -65,22 +66,34 @@ def test_data_dependent_init_standardises_every_actnorm_in_flow_order(monkeypatc
     """After the init pass, every ActNorm of the model standardises its input on the init batch:
     per channel, zero mean and unit variance. Every one means the flow steps' and the two inside
     each coupling network (``norm_in``, ``norm_hidden``); a forward pass of the init batch,
-    recorded at ``ActNorm._forward``, must reach them all, in flow order, each exactly once.
+    recorded at ``ActNorm._forward`` and, for the networks' ActNorms, which run folded into their
+    convolution after the init, at ``nn.scaled_conv2d`` (by the ActNorm whose bias it is given),
+    must reach them all, in flow order, each exactly once.
 
     Fails if an ActNorm were left out of the init pass, or initialised from activations that the
-    layers before it produce only once initialised themselves (its input would then change)."""
+    layers before it produce only once initialised themselves (its input would then change), or
+    if folding changed what a network's ActNorm outputs."""
     model = Glow(ModelConfig(**TINY))
     x = 0.3 * tf.random.stateless_normal([32, 8, 8, 3], seed=[0, 1]) + 0.1
     model.data_dependent_init(x)
+    actnorms = [m for m in model.submodules if isinstance(m, ActNorm)]
+    by_bias = {id(layer.bias): layer for layer in actnorms}
     seen = []
-    forward = ActNorm._forward
+    forward, scaled_conv2d = ActNorm._forward, nn.scaled_conv2d
 
     def recording_forward(self, t):
         y, logdet = forward(self, t)
         seen.append((self, y))
         return y, logdet
 
+    def recording_conv(t, kernel, bias, scale):
+        y = scaled_conv2d(t, kernel, bias, scale)
+        if id(bias) in by_bias:
+            seen.append((by_bias[id(bias)], y))
+        return y
+
     monkeypatch.setattr(ActNorm, "_forward", recording_forward)
+    monkeypatch.setattr(nn, "scaled_conv2d", recording_conv)
     model.encode(x)
     in_flow_order = [actnorm
                      for level in model.levels for step in level.bijectors[1:]
@@ -88,7 +101,7 @@ def test_data_dependent_init_standardises_every_actnorm_in_flow_order(monkeypatc
                                      step.bijectors[2].network.norm_hidden)]
     assert len(in_flow_order) == 3 * 4
     assert [layer for layer, _ in seen] == in_flow_order
-    assert len([m for m in model.submodules if isinstance(m, ActNorm)]) == len(in_flow_order)
+    assert len(actnorms) == len(in_flow_order)
     for layer, y in seen:
         mean, variance = tf.nn.moments(tf.cast(y, tf.float32), axes=[0, 1, 2])
         np.testing.assert_allclose(mean.numpy(), 0.0, atol=1e-4, err_msg=layer.name)
