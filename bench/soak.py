@@ -19,7 +19,9 @@ What is checked, and printed as a table (and written as JSON to ``--output``):
   most ``--checkpoint_every_steps``; the graceful stop loses none;
 * so the final step is the sum of the steps the jobs trained minus the steps lost;
 * both ranks hold the same state (equal sha256) at every checkpoint, and each job's start is
-  bit for bit the state its checkpoint was written from;
+  bit for bit the state its checkpoint was written from; a difference names the part (model,
+  optimizer, average, progress) it is in; both ranks record the same training seconds after
+  every step (rank 0's clock, broadcast);
 * evaluate.py reads the final checkpoint (its step is the final step, its bits/dim finite).
 """
 import argparse
@@ -144,7 +146,9 @@ def run_job(args, root, data_dir, number, stop):
     resumed = RESUMED.search(output)
     start_step = int(resumed[2]) if resumed else 0
     completed = [len(r["examples"]) if r else 0 for r in records]
-    reached = start_step + max(completed)
+    # A checkpoint proves its step was reached: a kill can land after rank 0 wrote it and before
+    # the probe (the last hook) recorded the step.
+    reached = max(start_step + max(completed), newest_checkpoint(root / "run"))
     return {
         "job": number, "stop": stop, "victim": victim,
         "at_seconds": None if killed_at is None else round(killed_at, 1),
@@ -171,10 +175,20 @@ def check(jobs, args):
             failures.append(f"{name} lost {lost} steps (bound {bound})")
         ranks = [r for r in job["records"] if r]
         if len(ranks) == 2:
+            steps = min(len(ranks[0]["seconds"]), len(ranks[1]["seconds"]))
+            apart = [k + 1 for k in range(steps)
+                     if ranks[0]["seconds"][k] != ranks[1]["seconds"][k]]
+            if apart:
+                failures.append(f"{name}: the ranks' training seconds (rank 0's clock, broadcast) "
+                                f"differ after {len(apart)} of {steps} steps, first after step "
+                                f"{job['start_step'] + apart[0]}")
             shared = set(ranks[0]["digests"]) & set(ranks[1]["digests"])
             unequal = [k for k in shared if ranks[0]["digests"][k] != ranks[1]["digests"][k]]
             if unequal:
-                failures.append(f"{name}: the ranks' states differ at {unequal}")
+                parts = {part for key in unequal for part, value in ranks[0]["parts"][key].items()
+                         if ranks[1]["parts"][key][part] != value}
+                failures.append(f"{name}: the ranks' states differ at {sorted(unequal)} "
+                                f"(in {sorted(parts)})")
         for record in ranks:
             start = record["digests"].get("start")
             before = digests.get(f"step {job['start_step']}")

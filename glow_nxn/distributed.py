@@ -15,6 +15,15 @@ too: its peers' Gloo operations then time out after those 30 s, Horovod shuts do
 ends (42 s after the SIGSTOP in tests/test_horovod.py). A process hung while alive is ended by
 :class:`glow_nxn.training.Watchdog`. docs/DISTRIBUTED.md and docs/RELIABILITY.md have the
 evidence.
+
+**Names.** Horovod matches a collective across processes by its name and requires one dtype and
+shape per name. Run eagerly without a name, every broadcast is called ``HorovodBroadcast`` and
+every allgather ``HorovodAllgather``, whatever it carries; so the collectives that run eagerly
+during training (the resume decision, the step's end time, the signals received, evaluation's
+gathers) are named by what they carry, as Horovod's contract asks. Before they were, once in
+the 40 jobs of two soaks (bench/soak.py), rank 1 kept its own clock reading for every step of a
+job instead of rank 0's broadcast one (docs/RELIABILITY.md); that the shared default names caused
+it is a suspicion, not a finding: a probe of 300 such broadcasts did not reproduce it.
 """
 import os
 
@@ -34,22 +43,22 @@ class Replicas:
     def is_chief(self):
         return self.rank == 0
 
-    def mean(self, t):
+    def mean(self, t, name=None):
         """The cross-replica mean of a tensor (each replica passes its own)."""
         return t
 
-    def sum(self, t):
+    def sum(self, t, name=None):
         """The cross-replica sum of a tensor."""
         return t
 
-    def gather(self, t):
+    def gather(self, t, name):
         """Every replica's tensor, concatenated along axis 0 in rank order."""
         return t
 
     def broadcast_variables(self, variables):
         """Set ``variables`` on every replica to rank 0's values."""
 
-    def broadcast(self, t):
+    def broadcast(self, t, name):
         """Rank 0's value of a tensor, on every replica."""
         return t
 
@@ -69,22 +78,22 @@ class HorovodReplicas(Replicas):
         self._hvd = hvd
         self.size, self.rank, self.local_rank = hvd.size(), hvd.rank(), hvd.local_rank()
 
-    def mean(self, t):
-        return self._hvd.allreduce(t, op=self._hvd.Average)
+    def mean(self, t, name=None):
+        return self._hvd.allreduce(t, op=self._hvd.Average, name=name)
 
-    def sum(self, t):
-        return self._hvd.allreduce(t, op=self._hvd.Sum)
+    def sum(self, t, name=None):
+        return self._hvd.allreduce(t, op=self._hvd.Sum, name=name)
 
-    def gather(self, t):
-        return self._hvd.allgather(t)
+    def gather(self, t, name):
+        return self._hvd.allgather(t, name=name)
 
     def broadcast_variables(self, variables):
         # Horovod: one broadcast of every model and optimizer variable before the loop, so all
         # replicas start identical (fresh, after data-dependent init, or after a resume).
         self._hvd.broadcast_variables(variables, root_rank=0)
 
-    def broadcast(self, t):
-        return self._hvd.broadcast(t, root_rank=0)
+    def broadcast(self, t, name):
+        return self._hvd.broadcast(t, root_rank=0, name=name)
 
     def gradient_tape(self, tape):
         # Horovod: gradients are allreduced (averaged) across replicas inside tape.gradient.

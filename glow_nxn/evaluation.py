@@ -103,5 +103,5 @@ def evaluate(model, dataset, seed, replicas=None, num_dequant_samples=1, max_bat
     check_positive_int("num_dequant_samples", num_dequant_samples)
     replicas = replicas or Replicas()
     indices, bits = per_image_bits(model, dataset, seed, num_dequant_samples, max_batches)
-    return summarise(replicas.gather(indices).numpy(), replicas.gather(bits).numpy(),
-                     num_dequant_samples)
+    return summarise(replicas.gather(indices, name="glow_eval_indices").numpy(),
+                     replicas.gather(bits, name="glow_eval_bits").numpy(), num_dequant_samples)

@@ -218,7 +218,8 @@ class Trainer:
             # The manager read the index when it was built; it may have changed since.
             self.manager = self.folder.checkpoint_manager(self.checkpoint,
                                                           self.config.keep_checkpoints)
-        resuming = bool(self.replicas.broadcast(tf.constant(int(latest is not None))).numpy())
+        resuming = bool(self.replicas.broadcast(tf.constant(int(latest is not None)),
+                                                 name="glow_resuming").numpy())
         if not resuming:
             self.model.data_dependent_init(init_images(), reduce_mean=self.replicas.mean)
             if self.average is not None:
@@ -265,7 +266,7 @@ class Trainer:
         if self.config.grad_clip_norm > 0:
             gradients, _ = tf.clip_by_global_norm(gradients, self.config.grad_clip_norm,
                                                   use_norm=grad_norm)
-        loss = self.replicas.mean(loss)
+        loss = self.replicas.mean(loss, name="glow_train_loss")
         # The gradients, hence grad_norm, are the same on every replica after the allreduce,
         # so every replica takes the same decision.
         finite = tf.math.is_finite(loss) & tf.math.is_finite(grad_norm)
@@ -283,7 +284,8 @@ class Trainer:
     def _agreed_seconds(self):
         """Training seconds of the whole run so far, by rank 0's clock (broadcast)."""
         seconds = self._seconds_at_start + time.time() - self._clock_start
-        return float(self.replicas.broadcast(tf.constant(seconds, tf.float64)).numpy())
+        return float(self.replicas.broadcast(tf.constant(seconds, tf.float64),
+                                             name="glow_training_seconds").numpy())
 
     def run_step(self):
         """One step at the scheduled learning rate; returns its :class:`StepResult`."""
@@ -673,7 +675,8 @@ class Preemption(Hook):
         self._agree(trainer)
 
     def _agree(self, trainer):
-        received = trainer.replicas.gather(tf.constant([self.received], tf.int32)).numpy()
+        received = trainer.replicas.gather(tf.constant([self.received], tf.int32),
+                                           name="glow_signals_received").numpy()
         signalled = [int(number) for number in received if number]
         if signalled and self.signal_name is None:
             self.signal_name = signal.Signals(signalled[0]).name

@@ -11,7 +11,7 @@ is asked for. Each probe is switched on by an environment variable:
     end and at exit): its ``pid``;
     ``digests``, the sha256 of every variable the replicas share (model, optimizer, weight
     average, progress), taken at the loop's start (after the broadcast: ``"start"``), at every
-    checkpoint (``"step N"``) and at its end (``"end"``); ``examples``, per
+    checkpoint (``"step N"``) and at its end (``"end"``), and ``parts``, the same per part; ``examples``, per
     completed training step the indices of the images it trained on, read from the images
     themselves (a dataset made by :func:`write_indexed_images`, whose image ``i`` has every pixel
     equal to ``i``); ``prepare_calls``, the ``(start, end)`` times of its calls of tfds's
@@ -50,8 +50,8 @@ from glow_nxn import training  # noqa: E402
 
 RANK = int(os.environ.get("HOROVOD_RANK", "0"))
 RECORD_DIR = os.environ.get("GLOW_TEST_RECORD_DIR")
-RECORD = {"rank": RANK, "pid": os.getpid(), "digests": {}, "examples": [], "seconds": [],
-          "prepare_calls": []}
+RECORD = {"rank": RANK, "pid": os.getpid(), "digests": {}, "parts": {}, "examples": [],
+          "seconds": [], "prepare_calls": []}
 
 
 def write_indexed_images(directory, count):
@@ -71,13 +71,23 @@ def image_indices(batch, n_bits):
     return [int(np.median(image)) << (8 - n_bits) for image in cells]
 
 
-def digest(trainer):
-    """sha256 of the bytes of every variable a replica shares with rank 0: model, optimizer,
-    weight average and progress."""
+def sha256(variables):
     hasher = hashlib.sha256()
-    for variable in trainer.state_variables():
+    for variable in variables:
         hasher.update(np.ascontiguousarray(variable.numpy()).tobytes())
     return hasher.hexdigest()
+
+
+def digest(trainer, key):
+    """sha256 of the bytes of every variable a replica shares with rank 0 (model, optimizer,
+    weight average and progress), recorded under ``key``; and of each of those four parts, under
+    ``parts[key]``, to name what differs when the whole does."""
+    RECORD["parts"][key] = {
+        "model": sha256(trainer.model.variables),
+        "optimizer": sha256(trainer.optimizer.variables()),
+        "average": sha256(trainer.average.shadows if trainer.average is not None else []),
+        "progress": sha256(trainer.state.variables)}
+    RECORD["digests"][key] = sha256(trainer.state_variables())
 
 
 class Probe(training.Hook):
@@ -87,7 +97,7 @@ class Probe(training.Hook):
         self.die_at, self.hang_at = die_at, hang_at
 
     def on_start(self, trainer):
-        RECORD["digests"]["start"] = digest(trainer)
+        digest(trainer, "start")
         write_record()
 
     def after_step(self, trainer, result):
@@ -108,11 +118,11 @@ class Probe(training.Hook):
             time.sleep(86400)
 
     def on_checkpoint(self, trainer, path):
-        RECORD["digests"][f"step {trainer.step}"] = digest(trainer)
+        digest(trainer, f"step {trainer.step}")
         write_record()  # train.py may leave by os._exit (a signal), without atexit
 
     def on_end(self, trainer):
-        RECORD["digests"]["end"] = digest(trainer)
+        digest(trainer, "end")
         write_record()
 
 
