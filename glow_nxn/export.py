@@ -74,13 +74,8 @@ class ExportedGlow(tf.Module):
         return {"x": self._held.model.decode([zs[f"z{index}"] for index in range(len(zs))])}
 
     def _sample(self, n, temperature, seed):
-        zs = [temperature * tf.random.stateless_normal(
-                  tf.concat([[n], shape], axis=0),
-                  seed=tf.stack([seed, tf.constant(index, tf.int64)]))
-              for index, shape in enumerate(self._held.model.latent_shapes)]
-        x = self._held.model.decode(zs)
+        x = self._held.model.sample(n, temperature, seed)
         return {"x": x, "images": objectives.to_uint8(x, self._held.model.config.n_bits)}
-
 
 def save(model, path):
     """Write ``model`` (a :class:`glow_nxn.model.Glow`) to ``path`` as a SavedModel whose serving
