@@ -37,7 +37,10 @@ leaves a grey image's values unchanged), scaled so that it covers ``H×W`` (bili
 antialiased; for a square ``H×W`` the shorter side becomes ``H``) and centre-cropped to ``H×W``.
 Splits: if the directory has a ``train`` or a ``test`` subdirectory, split ``s`` is the images
 under ``<directory>/s``; otherwise every image is in both splits (no held-out set: test bits/dim
-is then a training figure).
+is then a training figure). Classes: an image in a subdirectory of its split's root
+(``<directory>/<split>/<class>/…`` or, without splits, ``<directory>/<class>/…``) has the label
+of ``<class>``, numbered in the sorted order of the class names of both splits
+(:func:`class_names`); an image directly in the root has none (label −1).
 
 **Files that cannot be read or decoded** (truncated, empty, not an image, a dangling link) are
 found before any example is numbered: the first time a process uses a split, it decodes every
@@ -57,8 +60,9 @@ Pipelines:
   :mod:`glow_nxn.objectives` for the n-bit reduction and dequantisation), deterministic given
   ``seed`` and the shard.
 * :func:`eval_dataset`: one pass over a split, in order, of ``{"image": uint8 [B, H, W, C],
-  "index": int64 [B]}``; with :func:`evaluation_noise`, a checkpoint's test bits/dim is the same on
-  every run and for any number of processes.
+  "index": int64 [B], "label": int64 [B]}``; with :func:`evaluation_noise`, a checkpoint's test
+  bits/dim is the same on every run and for any number of processes. ``label`` is the class
+  (tfds's ``label`` feature, or a folder's class subdirectory), −1 for an image without one.
 """
 import dataclasses
 import functools
@@ -256,6 +260,7 @@ def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, sh
         raise ValueError(f"augment_shift must be an integer in 0..{min(image_shape[:2]) - 1}, "
                          f"got {augment_shift!r}")
     records, decode = _records(name, "train", image_shape, data_dir, manual_dir)
+    records = records.map(lambda encoded, label: encoded)
     base_key = tf.constant([seed, _TRAIN_STREAM], tf.int64)
 
     def preprocess(epoch, index, record):
@@ -300,10 +305,11 @@ def eval_dataset(name, *, image_shape, batch_size, shard_index=0, num_shards=1, 
                  manual_dir=None, split="test"):
     """One deterministic pass over this process's part of ``split``, in order.
 
-    Yields ``{"image": uint8 [B, H, W, C], "index": int64 [B]}`` with ``B ≤ batch_size`` (the last
-    batch may be smaller). ``index`` is the position in the whole split, so it names an example
-    whatever ``num_shards`` is; process ``shard_index`` gets the indices ``≡ shard_index (mod
-    num_shards)``. Dequantise with :func:`evaluation_noise` of ``index``.
+    Yields ``{"image": uint8 [B, H, W, C], "index": int64 [B], "label": int64 [B]}`` with ``B ≤
+    batch_size`` (the last batch may be smaller). ``index`` is the position in the whole split, so
+    it names an example whatever ``num_shards`` is; process ``shard_index`` gets the indices ``≡
+    shard_index (mod num_shards)``. Dequantise with :func:`evaluation_noise` of ``index``.
+    ``label`` numbers :func:`class_names`; −1 for an image without a class.
     """
     _check_shards(shard_index, num_shards)
     check_positive_int("batch_size", batch_size)
@@ -311,7 +317,8 @@ def eval_dataset(name, *, image_shape, batch_size, shard_index=0, num_shards=1, 
     # Number before sharding, so that an index is the position in the whole split.
     return (records.enumerate()
             .shard(num_shards, shard_index)
-            .map(lambda index, record: {"image": decode(record), "index": index},
+            .map(lambda index, record: {"image": decode(record[0]), "index": index,
+                                        "label": record[1]},
                  num_parallel_calls=tf.data.AUTOTUNE)
             .batch(batch_size)
             .prefetch(tf.data.AUTOTUNE))
@@ -336,9 +343,28 @@ def evaluation_noise(index, image_shape, seed, draw=0):
     return tf.map_fn(one, tf.cast(index, tf.int64), fn_output_signature=tf.float32)
 
 
+def class_names(name, *, data_dir=None, manual_dir=None):
+    """The names of the classes that ``label`` numbers in :func:`eval_dataset`, in label order:
+    tfds's names of its ``label`` feature, or a folder's class subdirectories (module docstring);
+    ``()`` for a dataset without classes."""
+    folder = _folder(name)
+    if folder is not None:
+        return _folder_classes(folder)
+    label = _class_label(_prepared_builder(name, data_dir, manual_dir))
+    return tuple(label.names) if label is not None else ()
+
+
+def _class_label(builder):
+    """The tfds builder's ``label`` feature if it is a ClassLabel, else None."""
+    features = builder.info.features
+    label = features["label"] if "label" in features.keys() else None
+    return label if isinstance(label, tfds.features.ClassLabel) else None
+
+
 def _records(name, split, image_shape, data_dir, manual_dir):
-    """``(records, decode)``: a dataset of encoded images in split order, and the function that
-    turns one into uint8 ``[H, W, C]`` of ``image_shape``."""
+    """``(records, decode)``: a dataset of ``(encoded image, int64 label)`` in split order (label
+    −1 without a class), and the function that turns an encoded image into uint8 ``[H, W, C]`` of
+    ``image_shape``."""
     _check_split(split)
     image_shape = tuple(image_shape)
     folder = _folder(name)
@@ -354,7 +380,9 @@ def _records(name, split, image_shape, data_dir, manual_dir):
     records = builder.as_dataset(split=DATASETS[name].splits[split], shuffle_files=False,
                                  decoders={"image": tfds.decode.SkipDecoding()})
     image_feature = builder.info.features["image"]
-    return (records.map(lambda example: example["image"]),
+    has_labels = _class_label(builder) is not None
+    return (records.map(lambda example: (example["image"], tf.cast(example["label"], tf.int64)
+                                         if has_labels else tf.constant(-1, tf.int64))),
             lambda record: tf.ensure_shape(image_feature.decode_example(record), image_shape))
 
 
@@ -401,15 +429,20 @@ def _folder(name):
     return None
 
 
-def _folder_files(directory, split):
-    """The sorted image paths of ``split`` under ``directory`` (module docstring's convention)."""
+def _split_root(directory, split):
+    """The folder that holds the images of ``split`` (module docstring's convention)."""
     if any(os.path.isdir(os.path.join(directory, s)) for s in SPLITS):
         root = os.path.join(directory, split)
         if not os.path.isdir(root):
             raise ValueError(f"{directory} has split subdirectories but no {split!r} one: add "
                              f"{root} or remove the split subdirectories")
-    else:
-        root = directory
+        return root
+    return directory
+
+
+def _folder_files(directory, split):
+    """The sorted image paths of ``split`` under ``directory`` (module docstring's convention)."""
+    root = _split_root(directory, split)
     files = sorted(os.path.join(parent, f) for parent, _, names in os.walk(root) for f in names
                    if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
@@ -491,6 +524,24 @@ def _to_channels(rgb, channels):
     return tf.cast(tf.round(luma), tf.uint8)[..., tf.newaxis]
 
 
+def _class_of(root, path):
+    """The class subdirectory of the image ``path`` under its split's ``root``, or None."""
+    parts = os.path.relpath(path, root).split(os.sep)
+    return parts[0] if len(parts) > 1 else None
+
+
+def _folder_classes(directory):
+    """The sorted class names of a folder dataset over the splits it has (module docstring)."""
+    names = set()
+    for split in SPLITS:
+        try:
+            root, files = _split_root(directory, split), _folder_files(directory, split)
+        except ValueError:  # a split that is missing or has no images: it has no classes
+            continue
+        names.update(_class_of(root, path) for path in files)
+    return tuple(sorted(names - {None}))
+
+
 def _folder_records(directory, split, image_shape):
     height, width, channels = image_shape
     if channels not in (1, 3):
@@ -502,7 +553,10 @@ def _folder_records(directory, split, image_shape):
         return tf.ensure_shape(_cover_and_centre_crop(image, height, width), image_shape)
 
     files = list(_checked_folder(directory, split).good)
-    return tf.data.Dataset.from_tensor_slices(files), decode
+    number = {name: label for label, name in enumerate(_folder_classes(directory))}
+    root = _split_root(directory, split)
+    labels = [number.get(_class_of(root, path), -1) for path in files]
+    return tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int64))), decode
 
 
 def _cover_and_centre_crop(image, height, width):

@@ -1,4 +1,12 @@
-"""What sample.py produces: sample grids by temperature, reconstructions, interpolations.
+r"""What sample.py produces: sample grids by temperature, reconstructions, interpolations, and
+edits along a class vector.
+
+Latent editing (Glow §5.2, its attribute manipulation, with classes for attributes): every image
+is encoded at the centres of its pixel cells into the latents ``z = (ε₁, …, ε_L)`` of all levels.
+The class vector from class ``a`` to class ``b`` is the difference of the two classes' mean
+latents, ``v = mean_b(z) − mean_a(z)`` (level by level), and an edit of an image ``x`` at scale
+``s`` decodes ``z(x) + s·v``: ``s = 0`` is the reconstruction of ``x``, ``s = 1`` moves it by the
+whole difference between the classes' means.
 
 Pictures are computed first and checked, and :func:`write_pngs` writes them only afterwards. A
 broken model is reported, not rendered: latents or reconstructions of test images that are not
@@ -12,7 +20,7 @@ import os
 
 import tensorflow as tf
 
-from glow_nxn import images, objectives
+from glow_nxn import data, images, objectives
 from glow_nxn.errors import TrainingDiverged
 
 GLOW_TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
@@ -103,6 +111,45 @@ def interpolate(model, image_a, image_b, steps):
     return objectives.to_uint8(decoded, model.config.n_bits)
 
 
+def mean_latents(model, uint8_images):
+    """The mean latent of uint8 ``[N, H, W, C]`` images, level by level: ``[[1, h_l, w_l, c_l]]``."""
+    _, zs = _encode_cell_centres(model, uint8_images)
+    return [tf.reduce_mean(z, axis=0, keepdims=True) for z in zs]
+
+
+def class_vector(model, images_a, images_b):
+    """``v = mean latent of images_b − mean latent of images_a`` (module docstring), level by
+    level; the images are uint8 ``[N, H, W, C]`` of the two classes."""
+    return [b - a for a, b in zip(mean_latents(model, images_a), mean_latents(model, images_b))]
+
+
+def edit(model, originals, vector, scales):
+    """Decode ``z(x) + s·v`` for every image ``x`` of uint8 ``originals: [N, H, W, C]`` and every
+    ``s`` of ``scales`` (``S`` of them); ``vector`` as :func:`class_vector` returns it.
+
+    Returns uint8 ``[N, 1 + S, H, W, C]``: each original, then its ``S`` edits.
+    """
+    _, zs = _encode_cell_centres(model, originals)
+    count, steps = int(originals.shape[0]), len(scales)
+    weights = tf.constant(scales, tf.float32)
+    moved = []
+    for z, v in zip(zs, vector):
+        w = tf.reshape(weights, [1, steps] + [1] * (len(z.shape) - 1))
+        moved.append(tf.reshape(z[:, tf.newaxis] + w * v[:, tf.newaxis],
+                                [count * steps, *z.shape[1:]]))
+    decoded = model.decode(moved)
+    check_finite("edited images", decoded)
+    edited = tf.reshape(objectives.to_uint8(decoded, model.config.n_bits),
+                        [count, steps, *originals.shape[1:]])
+    return tf.concat([tf.cast(originals, tf.uint8)[:, tf.newaxis], edited], axis=1)
+
+
+def edit_grid(model, originals, vector, scales):
+    """:func:`edit` as one picture: a row per original (the original, then its edits)."""
+    rows = edit(model, originals, vector, scales)
+    return images.grid(tf.reshape(rows, [-1, *rows.shape[2:]]), columns=int(rows.shape[1]))
+
+
 @dataclasses.dataclass(frozen=True)
 class Reconstructions:
     """``images``: ``{"reconstructions.png": …, "interpolation.png": …}``; ``error`` in pixel
@@ -112,16 +159,49 @@ class Reconstructions:
     error: float
 
 
-def reconstructions(model, originals, interpolation_steps):
+def reconstructions(model, originals, ends, interpolation_steps):
     """The reconstruction grid (each of the uint8 ``[B, H, W, C]`` ``originals`` beside its
-    reconstruction) and the interpolation from the first original to the second."""
+    reconstruction) and the interpolation between the two uint8 images ``ends: [2, H, W, C]``."""
     reconstructed, error = reconstruct(model, originals)
     return Reconstructions(images={
         "reconstructions.png": images.grid(images.interleave(originals, reconstructed),
                                            columns=2),
         "interpolation.png": images.grid(
-            interpolate(model, originals[0], originals[1], interpolation_steps),
+            interpolate(model, ends[0], ends[1], interpolation_steps),
             columns=interpolation_steps)}, error=error)
+
+
+def find_examples(batches, indices):
+    """The uint8 images ``[len(indices), H, W, C]`` of the given split positions, in the order of
+    ``indices``, from ``batches`` of :func:`glow_nxn.data.eval_dataset`; ValueError naming the
+    first index the split does not have."""
+    wanted, found, seen = set(indices), {}, 0
+    for batch in batches:
+        for index, image in zip(batch["index"].numpy(), batch["image"]):
+            seen += 1
+            if int(index) in wanted:
+                found[int(index)] = image
+        if len(found) == len(wanted):
+            break
+    missing = [index for index in indices if index not in found]
+    if missing:
+        raise ValueError(f"the test split has {seen} images (0..{seen - 1}), no image {missing[0]}:"
+                         f" choose indices below {seen}")
+    return tf.stack([found[index] for index in indices])
+
+
+def examples_of_class(batches, label, count):
+    """The first ``count`` (or fewer, if the split has fewer) uint8 images of class ``label`` in
+    ``batches`` of :func:`glow_nxn.data.eval_dataset`, with their split positions:
+    ``(images [n, H, W, C], indices [n])``."""
+    chosen, positions = [], []
+    for batch in batches:
+        mine = batch["label"] == label
+        chosen.append(tf.boolean_mask(batch["image"], mine))
+        positions.append(tf.boolean_mask(batch["index"], mine))
+        if sum(int(t.shape[0]) for t in chosen) >= count:
+            break
+    return tf.concat(chosen, 0)[:count], tf.concat(positions, 0)[:count]
 
 
 def write_pngs(pictures, output_dir):
@@ -132,3 +212,51 @@ def write_pngs(pictures, output_dir):
         images.write_png(path, picture)
         paths.append(path)
     return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassEditInputs:
+    """What an edit from class ``a`` to ``b`` needs: uint8 ``images_a``, ``images_b`` (training
+    images of the two classes), ``originals`` (the test images to edit), and the PNG's name."""
+
+    images_a: tf.Tensor
+    images_b: tf.Tensor
+    originals: tf.Tensor
+    file_name: str
+
+
+def class_edit_inputs(config, image_shape, classes, chosen, per_class):
+    """The :class:`ClassEditInputs` of an edit between the class names ``classes = (a, b)`` of the
+    dataset of ``config`` (a :class:`~glow_nxn.config.DataConfig`): the first ``per_class``
+    training images of each class, and the test images at the positions ``chosen`` (default: the
+    first four of class ``a``). ValueError when the dataset has no such class, or no image of it.
+    """
+    names = data.class_names(config.dataset, data_dir=config.data_dir,
+                             manual_dir=config.manual_dir)
+    if not names:
+        raise ValueError(f"--edit needs classes, and {config.dataset} has none (a folder gets "
+                         f"them from subdirectories: <split>/<class>/*.png)")
+    for name in classes:
+        if name not in names:
+            raise ValueError(f"--edit: no class {name!r}; the classes are {', '.join(names)}")
+    label_a, label_b = (names.index(name) for name in classes)
+
+    def split(name):
+        return data.eval_dataset(config.dataset, image_shape=image_shape, batch_size=256,
+                                 data_dir=config.data_dir, manual_dir=config.manual_dir,
+                                 split=name)
+
+    images_a, _ = examples_of_class(split("train"), label_a, per_class)
+    images_b, _ = examples_of_class(split("train"), label_b, per_class)
+    for name, found in zip(classes, (images_a, images_b)):
+        if not int(found.shape[0]):
+            raise ValueError(f"--edit: the training split has no image of class {name!r}")
+    if chosen:
+        originals = find_examples(split("test"), chosen)
+    else:
+        originals, _ = examples_of_class(split("test"), label_a, 4)
+        if not int(originals.shape[0]):
+            raise ValueError(f"--edit: the test split has no image of class {classes[0]!r}; "
+                             f"name images with --edit_images")
+    return ClassEditInputs(images_a, images_b, originals,
+                           f"edit_{classes[0]}_to_{classes[1]}.png")

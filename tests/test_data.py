@@ -272,6 +272,30 @@ def test_folder_split_subdirectories(tmp_path):
         data.num_examples(f"folder:{tmp_path / 'missing'}", "train")
 
 
+def test_folder_class_subdirectories_are_the_labels(tmp_path):
+    """<split>/<class>/ names a class, numbered over both splits in sorted order; an image
+    directly in a split's folder has none (−1). Without split folders, the top folder's
+    subdirectories are the classes."""
+    for path in ("train/dog/0.png", "train/bird/0.png", "test/cat/0.png", "test/cat/1.png",
+                 "test/dog/0.png", "test/loose.png"):
+        write_image(tmp_path / path, np.zeros((4, 4, 1)))
+    name = f"folder:{tmp_path}"
+    assert data.class_names(name) == ("bird", "cat", "dog")
+
+    def labels(split):
+        batches = data.eval_dataset(name, image_shape=(4, 4, 1), batch_size=8, split=split)
+        return [int(label) for batch in batches for label in batch["label"]]
+
+    assert labels("test") == [1, 1, 2, -1]  # sorted paths: cat/0, cat/1, dog/0, loose
+    assert labels("train") == [0, 2]
+    flat = tmp_path / "flat"
+    for path in ("b/0.png", "a/0.png", "0.png"):
+        write_image(flat / path, np.zeros((4, 4, 1)))
+    assert data.class_names(f"folder:{flat}") == ("a", "b")
+    batch = next(iter(data.eval_dataset(f"folder:{flat}", image_shape=(4, 4, 1), batch_size=8)))
+    assert batch["label"].numpy().tolist() == [-1, 0, 1]
+
+
 def test_a_folder_stored_class_by_class_is_shuffled_as_a_whole(tmp_path, monkeypatch):
     """64 images whose value is their sorted index, like a folder stored class by class. With the
     default ``shuffle_buffer=0`` the first batch of 8 is drawn from the whole folder, even with
@@ -392,6 +416,24 @@ def test_mnist_test_split_is_the_canonical_test_set(mnist_data_dir):
     # The same 10,000 images (tfds stores them in another order).
     np.testing.assert_array_equal(np.unique(images.reshape(10000, -1), axis=0),
                                   np.unique(raw.reshape(10000, -1), axis=0))
+
+
+def test_mnist_labels_are_the_canonical_labels(mnist_data_dir):
+    """Every test image's label is the one data/mnist's label archive gives the same image."""
+    with gzip.open(os.path.join(data.MNIST_DIR, "t10k-labels-idx1-ubyte.gz")) as f:
+        raw = f.read()
+    assert int.from_bytes(raw[:4], "big") == 2049
+    raw_labels = np.frombuffer(raw, np.uint8, offset=8)
+    label_of = {}
+    for image, label in zip(raw_mnist_images("t10k"), raw_labels):
+        label_of.setdefault(image.tobytes(), set()).add(int(label))
+    batch = next(iter(data.eval_dataset("mnist", image_shape=MNIST_SHAPE, batch_size=10_000,
+                                        data_dir=mnist_data_dir)))
+    labels = batch["label"].numpy()
+    assert sorted(np.bincount(labels)) == sorted(np.bincount(raw_labels))
+    for image, label in zip(batch["image"].numpy(), labels):
+        assert int(label) in label_of[image[..., 0].tobytes()]
+    assert data.class_names("mnist", data_dir=mnist_data_dir) == tuple("0123456789")
 
 
 def test_mnist_train_pixel_mean(mnist_data_dir):

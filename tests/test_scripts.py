@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import glow_nxn
-from glow_nxn import data, evaluation, objectives
+from glow_nxn import data, evaluation, objectives, sampling
 from glow_nxn.config import DataConfig, preset
 from glow_nxn.distributed import Replicas
 from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
@@ -182,6 +182,45 @@ def test_sample_script_writes_grids_and_reconstructs(trained_mnist, tmp_path, mn
                        "samples_t0.70.png"]
     grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "samples" / "samples_t0.70.png")))
     assert tuple(grid.shape) == (56, 56, 1)
+
+
+def test_sample_script_interpolates_chosen_images_and_edits_along_a_class_vector(
+        trained_mnist, tmp_path, mnist_data_dir):
+    """--interpolate=i,j starts and ends at test images i and j; --edit=3:8 writes a row per
+    test image of class 3 (the image, then its edits; scale 0 is its reconstruction)."""
+    run, _ = trained_mnist
+    common = [f"--workdir={run}", f"--data_dir={mnist_data_dir}", "--num_samples=1",
+              "--temperatures=0"]
+    run_script("sample.py", *common, "--interpolate=5,2", "--interpolation_steps=3", "--edit=3:8",
+               "--edit_scales=0,1", "--edit_examples=20", f"--output_dir={tmp_path}")
+    test = data.eval_dataset("mnist", image_shape=(28, 28, 1), batch_size=10_000,
+                             data_dir=mnist_data_dir)
+    batch = next(iter(test))
+    model = RunFolder(str(run)).load_model().model
+    reconstructed, _ = sampling.reconstruct(model, tf.gather(batch["image"], [5, 2]))
+
+    def png(name):
+        return tf.io.decode_png(tf.io.read_file(str(tmp_path / name))).numpy()
+
+    def assert_same_picture(actual, expected):  # up to a grey level: other batch, other rounding
+        assert np.abs(actual.astype(int) - np.asarray(expected, int)).max() <= 1
+
+    line = png("interpolation.png")
+    assert_same_picture(line[:, :28], reconstructed[0])
+    assert_same_picture(line[:, -28:], reconstructed[1])
+    threes = tf.boolean_mask(batch["image"], batch["label"] == 3)[:4]
+    edits = png("edit_3_to_8.png")
+    assert edits.shape == (4 * 28, 3 * 28, 1)
+    rows = edits.reshape(4, 28, 3, 28, 1).transpose(0, 2, 1, 3, 4)
+    np.testing.assert_array_equal(rows[:, 0], threes.numpy())
+    assert_same_picture(rows[:, 1], sampling.reconstruct(model, threes)[0])
+    assert np.abs(rows[:, 2].astype(int) - rows[:, 1]).max() > 0  # the vector moves the images
+    for flag, message in [("--edit=3:x", "no class 'x'; the classes are 0, 1, 2"),
+                          ("--interpolate=0,10000", "the test split has 10000 images")]:
+        failed = run_script("sample.py", *common, flag, f"--output_dir={tmp_path / 'no'}",
+                            expect_ok=False)
+        assert message in one_error_line(failed)
+    assert not (tmp_path / "no").exists()
 
 
 def test_main_job_resumes(trained_mnist, tmp_path, mnist_data_dir):
@@ -368,6 +407,18 @@ BAD_INPUTS = [
      "--num_reconstructions must be an integer >= 2"),
     ("sample.py", "interpolation_steps", sample("--interpolation_steps=1"),
      "--interpolation_steps must be an integer >= 2"),
+    ("sample.py", "interpolate", sample("--interpolate=4"), "takes two test images"),
+    ("sample.py", "interpolate", sample("--interpolate=0,-1"),
+     "--interpolate must be an integer >= 0"),
+    ("sample.py", "edit", sample("--edit=3"), "two different class names as a:b"),
+    ("sample.py", "edit", sample("--edit=3:3"), "two different class names as a:b"),
+    ("sample.py", "edit_images", sample("--edit_images=first"),
+     "--edit_images must be test image positions"),
+    ("sample.py", "edit_scales", sample("--edit_scales=nan"),
+     "--edit_scales must be a number, got nan"),
+    ("sample.py", "edit_scales", sample("--edit_scales="), "at least one scale"),
+    ("sample.py", "edit_examples", sample("--edit_examples=0"),
+     "--edit_examples must be an integer >= 1"),
     ("sample.py", "output_dir", sample("--output_dir={tmp}/file"),
      "--output_dir {tmp}/file: {tmp}/file is a file"),
     ("export.py", "workdir", ["export.py", "--output={tmp}/exported"], "--workdir is required"),
