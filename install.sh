@@ -21,7 +21,7 @@ venv_bin=$(cd "$venv/bin" && pwd)
 pip="$venv_bin/pip"
 "$pip" install -q --disable-pip-version-check "pip==24.3.1"
 "$pip" install -q -c constraints.txt setuptools wheel "cmake<4"   # cmake 4 rejects Horovod's gloo
-"$pip" install -q -c constraints.txt -e ".[test,plot]"
+"$pip" install -q -c constraints.txt -e ".[test,plot,tfp]"
 if ! "$venv_bin/python" -c "import horovod.tensorflow" >/dev/null 2>&1; then
   echo "set-up: building Horovod 0.28.1 (about 6 minutes on 2 cores)"
   # Horovod's setup.py runs the first `cmake` on PATH (else it tries `pip install cmake`): the

@@ -26,5 +26,7 @@ setup(
         "test": ["pytest==9.2.0"],
         "plot": ["matplotlib==3.11.2"],
         "horovod": ["horovod==0.28.1"],
+        # glow_nxn.probability: a trained model as a TFP bijector; 0.25 is the TFP for TF 2.18.
+        "tfp": ["tensorflow-probability==0.25.0"],
     },
 )

@@ -491,7 +491,9 @@ def test_corrupted_checkpoint_is_a_one_line_error(trained_mnist, tmp_path):
 
 
 def test_the_readme_python_example_runs_as_written(trained_mnist):
-    """The README's "From Python" block, run with its run folder pointed at a trained run."""
+    """The README's "From Python" block, run with its run folder pointed at a trained run, and
+    its TensorFlow Probability block after it: that distribution's log_prob is the loaded
+    model's."""
     run, _ = trained_mnist
     with open(os.path.join(REPO, "README.md")) as handle:
         readme = handle.read()
@@ -503,6 +505,14 @@ def test_the_readme_python_example_runs_as_written(trained_mnist):
     assert np.all(np.isfinite(namespace["model"].bits_per_dim(
         tf.zeros([2, 28, 28, 1], tf.uint8)).numpy()))
     np.testing.assert_allclose(namespace["x"].numpy(), 0.0, atol=1e-4)
+    tfp_block = readme.split("### With TensorFlow Probability\n\n")[1]
+    exec(tfp_block.split("```python\n")[1].split("```")[0], namespace)
+    model, x = namespace["model"], namespace["x"]
+    np.testing.assert_allclose(namespace["distribution"].log_prob(x).numpy(),
+                               model.log_prob(x).numpy(), rtol=1e-5, atol=1e-3)
+    assert namespace["draws"].shape == (3, 28, 28, 1)
+    assert np.all(np.isfinite(namespace["draws"].numpy()))
+    assert namespace["eps"].shape == (2, 784)
 
 
 def limit_file_size_to_20kb():
