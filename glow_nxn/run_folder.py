@@ -280,6 +280,30 @@ class RunFolder:
                             f"train.py --workdir={self.path}")
         return latest
 
+    def publish(self, destination, checkpoint_name=None):
+        """Copy this run, for others to use, into the new run folder ``destination``: its
+        ``config.json`` and one checkpoint (``checkpoint_name``, default the newest) with the
+        model, the progress and the weight average, without the optimizer's slots (two thirds
+        of Adam's checkpoint). evaluate.py, sample.py, export.py and :func:`glow_nxn.load` read
+        it like any run. Returns the :class:`RunFolder` of ``destination``; UserError if it
+        already exists.
+        """
+        target = RunFolder(destination)
+        if os.path.exists(target.path):
+            raise UserError(f"{target.path} exists: publish into a new folder")
+        self.check_is_a_run()
+        run_config = self.load_config()
+        path = self.resolve_checkpoint(checkpoint_name)
+        model, state = Glow(run_config.model), TrainState()
+        average = (WeightAverage(model.trainable_variables, 0.0) if self.has_average(path)
+                   else None)
+        published = training_checkpoint(model, state, average=average)
+        self.restore(published, path)
+        target.save_config(run_config)
+        target.save_checkpoint(target.checkpoint_manager(published, keep=1),
+                               int(state.step.numpy()))
+        return target
+
     @staticmethod
     def has_average(path):
         """Whether the checkpoint at ``path`` holds a weight average."""

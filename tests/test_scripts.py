@@ -223,6 +223,30 @@ def test_sample_script_interpolates_chosen_images_and_edits_along_a_class_vector
     assert not (tmp_path / "no").exists()
 
 
+def test_a_published_run_has_no_optimizer_state_and_loads_like_its_run(trained_mnist, tmp_path):
+    """scripts/publish_model.py copies config.json and the newest checkpoint's model, progress
+    and weight average, without the optimizer's slots; the copy loads to the same weights."""
+    run, _ = trained_mnist
+    published = tmp_path / "published"
+    printed = run_script("scripts/publish_model.py", f"--workdir={run}",
+                         f"--output={published}").stdout
+    assert "ckpt-4" in printed
+    names = [name for name, _ in tf.train.list_variables(str(published / "checkpoints" / "ckpt-4"))]
+    assert any(name.startswith("ema/") for name in names)
+    assert not any(name.startswith("optimizer/") for name in names)
+    assert any(name.startswith("optimizer/") for name, _ in tf.train.list_variables(
+        str(run / "checkpoints" / "ckpt-4")))
+    for weights in ("ema", "raw"):
+        original = RunFolder(str(run)).load_model(weights=weights)
+        copy = RunFolder(str(published)).load_model(weights=weights)
+        assert (copy.step, copy.weights, copy.run_config) == (4, weights, original.run_config)
+        for a, b in zip(original.model.variables, copy.model.variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    again = run_script("scripts/publish_model.py", f"--workdir={run}", f"--output={published}",
+                       expect_ok=False)
+    assert "exists: publish into a new folder" in one_error_line(again)
+
+
 def test_main_job_resumes(trained_mnist, tmp_path, mnist_data_dir):
     run = copy_of(trained_mnist[0], tmp_path)
     result = run_script("train.py", *TINY_MNIST, f"--workdir={run}",
