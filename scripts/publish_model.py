@@ -11,6 +11,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# As flags.py does for the entry scripts: TensorFlow's C++ start-up lines would bury the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from glow_nxn.errors import GlowError, UserError  # noqa: E402  (no TensorFlow yet)
 
