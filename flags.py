@@ -134,6 +134,10 @@ def define_train_flags():
     flags.DEFINE_integer("num_samples", 16, "samples in the periodic sample grid")
     flags.DEFINE_float("sample_temperature", 0.7, "temperature of the periodic sample grid")
     flags.DEFINE_boolean("jit_compile", False, "compile the training step with XLA")
+    flags.DEFINE_boolean("remat", False, "recompute each flow step's activations in the "
+                         "backward pass instead of keeping them: less memory per image, about "
+                         "one more forward pass per step, the same gradients "
+                         "(docs/PERFORMANCE.md)")
     flags.DEFINE_float("step_timeout_seconds", 1800.0, "end the job (exit 70) when no training "
                        "step completes for this long, e.g. because a process hangs; it must "
                        "exceed a step plus an evaluation plus a checkpoint write (0: never)")

@@ -98,12 +98,12 @@ def matmul_peak_flops(size=2048, repeats=20):
     return 2 * size**3 / seconds
 
 
-def train_flops_per_image(model, batch=8):
+def train_flops_per_image(model, batch=8, recompute=False):
     """FLOPs of one training step per image (forward pass, log-det, gradients), counted by the
     profiler on the step's graph with the weights frozen in as constants."""
     def gradients(x):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.log_prob(x))
+            loss = tf.reduce_mean(model.log_prob(x, recompute=recompute))
         return tape.gradient(loss, model.trainable_variables)
 
     spec = tf.TensorSpec([batch, *model.config.image_shape], tf.float32)

@@ -70,6 +70,12 @@ def check_float(name, value, minimum=None, maximum=None, above=None):
         raise ValueError(f"{name} must be {words}, got {value!r}")
 
 
+def check_bool(name, value):
+    """ValueError unless ``value`` is True or False (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
@@ -151,6 +157,7 @@ class ModelConfig:
         check_choice("mixing", self.mixing, MIXING_NAMES)
         check_choice("coupling", self.coupling, COUPLING_NAMES)
         check_choice("network_dtype", self.network_dtype, NETWORK_DTYPES)
+        check_bool("learn_top", self.learn_top)
         for name in ("levels", "steps_per_level", "hidden_width"):
             check_positive_int(name, getattr(self, name))
         check_n_bits(self.n_bits)
@@ -234,6 +241,11 @@ class TrainConfig:
     weights it evaluates and samples with (``ema``: the average, when there is one; ``raw``).
     ``step_timeout_seconds`` > 0 ends the job when no step completes for that long (a process
     that hangs; it must exceed a step plus an evaluation plus a checkpoint write).
+    ``remat`` recomputes each flow step's activations in the backward pass instead of keeping
+    them (gradient checkpointing, :meth:`glow_nxn.layers.Chain.forward_recomputing`): less
+    memory per image for about one more forward pass, the same gradients up to float32
+    rounding. It changes how gradients are computed, not the model, so a run may resume with
+    it switched either way (docs/PERFORMANCE.md has the memory and time it trades).
     """
 
     per_replica_batch_size: int = 64
@@ -265,6 +277,7 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False
     step_timeout_seconds: float = 1800.0
+    remat: bool = False
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -288,6 +301,8 @@ class TrainConfig:
                      "sample_temperature", "step_timeout_seconds"):
             check_float(name, getattr(self, name), minimum=0.0)
         check_float("recovery_lr_factor", self.recovery_lr_factor, above=0.0, maximum=1.0)
+        for name in ("scale_lr_by_workers", "jit_compile", "remat"):
+            check_bool(name, getattr(self, name))
 
 
 @dataclasses.dataclass(frozen=True)

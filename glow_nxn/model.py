@@ -56,13 +56,18 @@ class Glow(keras.Model):
         """Data → latents. ``x: [B, H, W, C]`` → ``(zs, logdet [B])`` (module docstring)."""
         return self.encode(x)
 
-    def encode(self, x):
-        """Data → latents. ``x: [B, H, W, C]`` → ``(zs, logdet [B])`` (module docstring)."""
+    def encode(self, x, recompute=False):
+        """Data → latents. ``x: [B, H, W, C]`` → ``(zs, logdet [B])`` (module docstring).
+
+        ``recompute``: each flow step's activations are recomputed in the backward pass of a
+        gradient tape instead of kept (:meth:`Chain.forward_recomputing
+        <glow_nxn.layers.Chain.forward_recomputing>`; training's ``remat``); the same values.
+        """
         zs, logdet, h = [], tf.zeros([tf.shape(x)[0]]), x
         if self.logit is not None:
             h, logdet = self.logit.forward(h)
         for index, level in enumerate(self.levels):
-            h, level_logdet = level.forward(h)
+            h, level_logdet = level.forward_recomputing(h) if recompute else level.forward(h)
             logdet += level_logdet
             if index < len(self.splits):
                 h, split_logdet = self.splits[index].forward(h)
@@ -97,9 +102,10 @@ class Glow(keras.Model):
         """Latents → data ``[B, H, W, C]``."""
         return self.inverse(zs)[0]
 
-    def log_prob(self, x):
-        """``log p(x)`` in nats, ``[B]``, of continuous ``x: [B, H, W, C]``."""
-        zs, logdet = self.encode(x)
+    def log_prob(self, x, recompute=False):
+        """``log p(x)`` in nats, ``[B]``, of continuous ``x: [B, H, W, C]``; ``recompute`` as
+        in :meth:`encode`."""
+        zs, logdet = self.encode(x, recompute)
         return logdet + tf.add_n([objectives.standard_normal_log_prob(z) for z in zs])
 
     def bits_per_dim(self, images, uniform_noise=None):

@@ -4,6 +4,7 @@ r"""Maximum-likelihood training: the loop train.py runs, on one process or under
 replica::
 
     loss = mean bits/dim of its batch → gradients averaged across replicas (Horovod)
+    (with remat, each flow step's activations are recomputed for them, not kept)
     → clipping by global norm (grad_clip_norm > 0) → Adam/Adamax update, skipped on every replica
       if the loss or the gradient norm is not finite → weight average updated (ema_decay > 0)
 
@@ -179,7 +180,7 @@ class Trainer:
                                               self.average)
         self.manager = self.folder.checkpoint_manager(self.checkpoint, config.keep_checkpoints)
         self.schedule = Schedule(config, self.replicas.size)
-        self._train_step = tf.function(self._step_fn, jit_compile=config.jit_compile)
+        self._train_step = self.compiled_step(config.remat)
         self.guard, self.progress_log = DivergenceGuard(config), ProgressLog(config)
         self.hooks = [self.guard, self.progress_log, PeriodicCheckpoint(config), *hooks,
                       PeriodicEvaluation(config)]
@@ -255,10 +256,19 @@ class Trainer:
 
     # ---- one step --------------------------------------------------------------------------
 
-    def _step_fn(self, x):
+    def compiled_step(self, remat):
+        """The step of the module docstring as a :func:`tf.function` (compiled by XLA with
+        ``jit_compile``): ``x [B, H, W, C] → (loss, grad_norm, finite)``. ``remat``: recompute
+        each flow step's activations in the backward pass (:class:`~glow_nxn.config.TrainConfig`);
+        the training loop's is ``config.remat``, bench/memory.py times both."""
+        return tf.function(functools.partial(self._step_fn, remat=remat),
+                           jit_compile=self.config.jit_compile)
+
+    def _step_fn(self, x, remat):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            bits = objectives.bits_per_dim(self.model.log_prob(x), self.model_config.num_dims,
+            log_prob = self.model.log_prob(x, recompute=remat)
+            bits = objectives.bits_per_dim(log_prob, self.model_config.num_dims,
                                            self.model_config.n_bits)
             loss = tf.reduce_mean(bits)
         gradients = self.replicas.gradient_tape(tape).gradient(loss, variables)

@@ -40,10 +40,12 @@ def test_run_config_json_round_trip():
         RunConfig.from_json(json.dumps(fields))
     with pytest.raises(ValueError, match="expected the keys"):
         RunConfig.from_json('{"model": {}}')
-    # A run saved before a field existed loads with the field's default (no logit transform).
+    # A run saved before a field existed loads with the field's default (no logit transform,
+    # no recomputation).
     fields = json.loads(run.to_json())
-    del fields["model"]["logit_alpha"]
-    assert RunConfig.from_json(json.dumps(fields)).model.logit_alpha == 0.0
+    del fields["model"]["logit_alpha"], fields["train"]["remat"]
+    loaded = RunConfig.from_json(json.dumps(fields))
+    assert loaded.model.logit_alpha == 0.0 and loaded.train.remat is False
 
 
 BAD_VALUES = [
@@ -65,6 +67,9 @@ BAD_VALUES = [
     (DataConfig, dict(on_bad_image="ignore"), "unknown on_bad_image 'ignore'; valid: skip, stop"),
     (TrainConfig, dict(train_steps=2**63), "train_steps must be an integer >= 1 below 2\\*\\*63"),
     (TrainConfig, dict(step_timeout_seconds=-1.0), "step_timeout_seconds must be a number >= 0"),
+    (TrainConfig, dict(remat="yes"), "remat must be true or false, got 'yes'"),
+    (TrainConfig, dict(jit_compile=1), "jit_compile must be true or false, got 1"),
+    (TrainConfig, dict(scale_lr_by_workers=None), "scale_lr_by_workers must be true or false"),
     (RunConfig, dict(model=preset("mnist"), data=DataConfig(augment_shift=28),
                      train=TrainConfig()), "augment_shift must be an integer in 0..27, got 28"),
     (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, seed=2**31),
@@ -77,6 +82,8 @@ BAD_VALUES = [
      "logit_alpha must be in .0, 0.5. .0: no logit transform., got 0.5"),
     (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, logit_alpha=-0.1),
      "logit_alpha must be a number >= 0"),
+    (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, learn_top="no"),
+     "learn_top must be true or false, got 'no'"),
 ]
 
 

@@ -6,6 +6,7 @@ preparation calls, a rank that dies). What is shown:
 
 * 2 processes with per-replica batch ``b`` train as 1 process with batch ``2b`` (weights equal to
   float32 tolerance, while runs that should differ do, by orders of magnitude more);
+* ``--remat`` (each flow step recomputed in the backward pass) trains as without it;
 * rank 0 alone prepares an unprepared tfds ``data_dir``; the other rank waits for it;
 * every rank holds identical weights after init and after training, and the ranks draw disjoint
   examples; only rank 0 writes; a run resumed under horovodrun continues;
@@ -105,7 +106,8 @@ def equivalence(tmp_path_factory, mnist_data_dir):
                "--per_replica_batch_size=16", "--init_batch_size=32")
     run_script("train.py", *one_process, f"--workdir={root / 'half_batch'}",
                "--per_replica_batch_size=8", "--init_batch_size=16")
-    return types.SimpleNamespace(root=root, two=two, one=one, records=records(root / "records"))
+    return types.SimpleNamespace(root=root, two=two, one=one, records=records(root / "records"),
+                                 common=common)
 
 
 def test_two_processes_train_as_one_process_with_twice_the_batch(equivalence):
@@ -120,6 +122,18 @@ def test_two_processes_train_as_one_process_with_twice_the_batch(equivalence):
     for step in one:  # the mean train bits/dim of each step's global batch, printed to 4 places
         assert abs(two[step][0] - one[step][0]) <= 1.5e-4, (step, two[step], one[step])
     assert "2 process(es), global batch 16" in equivalence.two.stdout
+
+
+def test_remat_under_horovodrun_trains_as_without(equivalence, mnist_data_dir):
+    """``--remat`` changes how each rank computes its gradients, not what Horovod averages:
+    DistributedGradientTape wraps the tape whose backward pass recomputes the flow steps. Two
+    processes with it end within float32 tolerance of the two without it."""
+    run = equivalence.root / "two_remat"
+    horovodrun("train.py", *equivalence.common, f"--workdir={run}",
+               f"--data_dir={mnist_data_dir}", "--per_replica_batch_size=8",
+               "--init_batch_size=16", "--remat")
+    assert RunFolder(str(run)).load_config().train.remat
+    assert max_weight_difference(equivalence.root / "two", run) < WEIGHT_TOLERANCE
 
 
 def test_rank_0_alone_prepares_an_unprepared_dataset(equivalence):

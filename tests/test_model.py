@@ -1,5 +1,8 @@
 """The whole model: the three shared checks, init, shapes, sampling, checkpoints, configuration,
 XLA, and the round trip and log-det at the cifar10 preset's full size and depth."""
+import collections
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,7 +11,8 @@ import flow_checks
 from glow_nxn.layers import nn
 from glow_nxn.config import PRESETS, ModelConfig, preset
 from glow_nxn.layers import (COUPLINGS, MIXINGS, NOT_XLA_COMPILABLE, ActNorm, AffineCoupling,
-                             Chain, InvertibleNxNConv, LearnedPrior, Split, Squeeze)
+                             Chain, InvertibleNxNConv, LearnedPrior, Split, Squeeze,
+                             initialising)
 from glow_nxn.model import Glow
 
 TINY = dict(image_shape=(8, 8, 3), levels=2, steps_per_level=2, hidden_width=8)
@@ -242,6 +246,13 @@ def test_bfloat16_networks_compute_in_bfloat16_and_keep_float32_weights():
     assert logdet.dtype == tf.float32 and all(z.dtype == tf.float32 for z in zs)
 
 
+def loss_and_gradients(model, x, recompute=False):
+    """The mean negative log-likelihood of ``x`` and its gradient for every trainable weight."""
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model.log_prob(x, recompute=recompute))
+    return loss, tape.gradient(loss, model.trainable_variables)
+
+
 @pytest.mark.parametrize("mixing", sorted(MIXINGS))
 def test_training_step_compiles_with_xla(mixing):
     """jit_compile=True (--jit_compile) equals the eager step for every mixing, log-dets
@@ -251,21 +262,76 @@ def test_training_step_compiles_with_xla(mixing):
     x = tf.random.stateless_uniform([4, 8, 8, 3], seed=[0, 1]) - 0.5
     model.data_dependent_init(x)
     flow_checks.perturb(model.variables, scale=0.05)
-
-    def loss_and_gradients(x):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.log_prob(x))
-        return loss, tape.gradient(loss, model.trainable_variables)
-
-    eager_loss, eager_gradients = loss_and_gradients(x)
+    compiled = tf.function(functools.partial(loss_and_gradients, model), jit_compile=True)
+    eager_loss, eager_gradients = loss_and_gradients(model, x)
     if mixing in NOT_XLA_COMPILABLE:
         with pytest.raises(tf.errors.InvalidArgumentError, match="XLA_CPU_JIT"):
-            tf.function(loss_and_gradients, jit_compile=True)(x)
+            compiled(x)
         return
-    xla_loss, xla_gradients = tf.function(loss_and_gradients, jit_compile=True)(x)
+    xla_loss, xla_gradients = compiled(x)
     np.testing.assert_allclose(xla_loss.numpy(), eager_loss.numpy(), rtol=1e-4)
     for a, b in zip(eager_gradients, xla_gradients):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-4)
+
+
+# How far a recomputed gradient may be from the plain one, as a share of the largest entry of
+# that weight's gradient, by the coupling networks' arithmetic. Eagerly the two are bit for bit
+# the same (the same kernels on the same inputs). In a graph, grappler fuses and orders the
+# recomputed forward pass apart from the kept one, so sums come out in another order: with
+# float32 networks up to 6e-7 of the gradient's scale was seen (about ten float32 ulps, 2⁻²⁴ ≈
+# 6e-8 each), and 1e-5 leaves a factor 15. With bfloat16 networks a fused and an unfused
+# convolution round to bfloat16 at different points, and one rounding that falls the other way
+# moves a value by up to 2⁻⁸ ≈ 4e-3 of it: 2.3e-4 of the scale was seen, and 4e-3 allows one
+# such rounding at full scale. Both are far below what a wrong recomputation gives (a weight
+# left out has no gradient at all; a step recomputed on another input changes its gradient by
+# O(1)).
+RECOMPUTE_TOLERANCE = {"float32": 1e-5, "bfloat16": 4e-3}
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "function"])
+@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+def test_recomputed_gradients_equal_the_plain_ones(name, traced):
+    """``recompute=True`` (training's ``remat``) gives the plain loss and, for every trainable
+    weight, a gradient (none missing) equal to the plain one up to float32 rounding."""
+    model, _ = perturbed_model(name)
+    x = init_batch(model, batch=4)
+    run = functools.partial(loss_and_gradients, model)
+    run = tf.function(run) if traced else run
+    plain_loss, plain = run(x, recompute=False)
+    loss, recomputed = run(x, recompute=True)
+    tolerance = RECOMPUTE_TOLERANCE[model.config.network_dtype]
+    np.testing.assert_allclose(loss.numpy(), plain_loss.numpy(), rtol=1e-6)
+    assert len(recomputed) == len(model.trainable_variables) > 0
+    for variable, gradient, expected in zip(model.trainable_variables, recomputed, plain):
+        assert gradient is not None, f"no gradient for {variable.name}"
+        scale = float(np.max(np.abs(expected.numpy())))
+        assert scale > 0, variable.name
+        np.testing.assert_allclose(gradient.numpy(), expected.numpy(),
+                                   rtol=0, atol=tolerance * scale,
+                                   err_msg=variable.name)
+
+
+def test_recompute_runs_each_flow_step_again_in_the_backward_pass(monkeypatch):
+    """What makes the equality above worth testing: with ``recompute`` the gradient's backward
+    pass runs every flow step's forward a second time (from the step's input, which it kept);
+    without it, each runs once."""
+    model, x = perturbed_model("nxn_affine")
+    steps = [step for level in model.levels for step in level.bijectors[1:]]
+    runs = collections.Counter()
+    for step in steps:
+        monkeypatch.setattr(step, "forward", lambda t, step=step, forward=step.forward: (
+            runs.update([step.name]), forward(t))[1])
+    for recompute, expected in ((False, 1), (True, 2)):
+        runs.clear()
+        loss_and_gradients(model, x, recompute)
+        assert runs == {step.name: expected for step in steps}, (recompute, runs)
+
+
+def test_recompute_is_refused_during_the_data_dependent_init():
+    model = Glow(ModelConfig(**TINY))
+    with initialising(), pytest.raises(RuntimeError, match="runs forward, not "
+                                                             "forward_recomputing"):
+        model.encode(tf.zeros([2, 8, 8, 3]), recompute=True)
 
 
 # float32's unit round-off: a float32 result is the exact one times (1 + δ), |δ| ≤ 2⁻²⁴.

@@ -387,6 +387,7 @@ BAD_INPUTS = [
     ("train.py", "sample_temperature", train("--sample_temperature=-1"),
      "sample_temperature must be a number >= 0.0"),
     ("train.py", "jit_compile", train("--mixing=periodic", "--jit_compile"), "drop --jit_compile"),
+    ("train.py", "remat", train("--remat=maybe"), NOT_BOOLEAN),
     ("train.py", "step_timeout_seconds", train("--step_timeout_seconds=-1"),
      "step_timeout_seconds must be a number >= 0.0"),
     ("train.py", "flagfile", train("--flagfile={tmp}/none.cfg"), "Unable to open flagfile"),

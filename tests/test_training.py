@@ -330,12 +330,17 @@ def test_clipping_bounds_the_applied_update(tmp_path):
     assert changes[1e-9] <= 1e-3 / 100
 
 
-def test_the_xla_training_step_equals_the_plain_one(tmp_path):
-    """``--jit_compile``: one compiled step from the same weights on the same batch gives the
-    plain step's loss, gradient norm and updated weights, to float32 round-off."""
+@pytest.mark.parametrize("variant", [dict(jit_compile=True), dict(remat=True),
+                                     dict(remat=True, jit_compile=True)],
+                         ids=["jit_compile", "remat", "remat_jit_compile"])
+def test_a_variant_training_step_equals_the_plain_one(tmp_path, variant):
+    """``--jit_compile`` (XLA) and ``--remat`` (each flow step recomputed in the backward pass):
+    one step of the real Trainer from the same weights on the same batch gives the plain step's
+    loss, gradient norm and updated weights, to float32 round-off."""
     x = tf.random.stateless_uniform([8, 32, 32, 3], seed=[5, 6]) - 0.5
-    trainers = [training.Trainer(tiny_run(jit_compile=jit, learning_rate=1e-3),
-                                 str(tmp_path / str(jit)), log=quiet) for jit in (False, True)]
+    trainers = [training.Trainer(tiny_run(learning_rate=1e-3, **settings),
+                                 str(tmp_path / str(index)), log=quiet)
+                for index, settings in enumerate(({}, variant))]
     trainers[0].model.data_dependent_init(x)
     for source, target in zip(trainers[0].model.variables, trainers[1].model.variables):
         target.assign(source)
@@ -344,10 +349,10 @@ def test_the_xla_training_step_equals_the_plain_one(tmp_path):
     assert outputs[0][2] == outputs[1][2] == 1.0  # both updates applied
     np.testing.assert_allclose(outputs[1][:2], outputs[0][:2], rtol=1e-5)
     # Adam's first update is lr·g/(|g| + ε) per weight: where |g| is near ε = 1e-7 (weights
-    # behind the zero-initialised convolutions) it is tiny and mostly round-off, which XLA
-    # reorders. Compare the updates to 2% of lr.
-    for plain, compiled, start in zip(*(t.model.trainable_variables for t in trainers), before):
-        np.testing.assert_allclose(compiled.numpy() - start, plain.numpy() - start,
+    # behind the zero-initialised convolutions) it is tiny and mostly round-off, which XLA and
+    # the recomputed graph reorder. Compare the updates to 2% of lr.
+    for plain, other, start in zip(*(t.model.trainable_variables for t in trainers), before):
+        np.testing.assert_allclose(other.numpy() - start, plain.numpy() - start,
                                    rtol=1e-3, atol=2e-5)
     # The step moved the weights by about the learning rate, so the comparison above has teeth.
     assert max(float(np.max(np.abs(v.numpy() - b)))

@@ -111,15 +111,39 @@ class Chain(Bijector):
         self.bijectors = list(bijectors)
 
     def _forward(self, x):
-        logdet = tf.zeros([tf.shape(x)[0]])
-        for bijector in self.bijectors:
-            x, step_logdet = bijector.forward(x)
-            logdet += step_logdet
-        return x, logdet
+        return _compose([bijector.forward for bijector in self.bijectors], x)
 
     def _inverse(self, y):
-        logdet = tf.zeros([tf.shape(y)[0]])
-        for bijector in reversed(self.bijectors):
-            y, step_logdet = bijector.inverse(y)
-            logdet += step_logdet
-        return y, logdet
+        return _compose([bijector.inverse for bijector in reversed(self.bijectors)], y)
+
+    def forward_recomputing(self, x):
+        """:meth:`forward`, with each link's activations recomputed in the backward pass.
+
+        Gradient checkpointing (Chen et al. 2016, "Training deep nets with sublinear memory
+        cost"; openai/glow checkpoints each flow step the same way). Each ``f_i.forward`` runs
+        under :func:`tf.recompute_grad`: a gradient tape keeps the link's input ``[B, H, W, C]``
+        and outputs, not what it computed on the way (for a flow step, the coupling network's
+        ``[B, H, W, hidden_width]`` maps), and the backward pass runs ``f_i.forward`` again
+        under a tape of its own to differentiate it, for its input and for every variable it
+        reads. A chain of ``n`` links then holds ``n`` inputs and, in the backward pass, one
+        link's activations at a time, instead of all ``n`` links' activations; it costs one
+        more forward pass of every link. Values and gradients are those of :meth:`forward` up
+        to float32 rounding, being the same operations on the same inputs (tests/test_model.py).
+
+        Not inside :func:`initialising`: each ActNorm sets its weights from its input there,
+        and the recomputation would set them again in the backward pass.
+        """
+        if pending_init_reducer() is not None:
+            raise RuntimeError("the data-dependent initialisation runs forward, not "
+                               "forward_recomputing")
+        self._build_for(x)
+        return _compose([tf.recompute_grad(bijector.forward) for bijector in self.bijectors], x)
+
+
+def _compose(functions, x):
+    """``x`` through ``functions`` (each ``x -> (y, logdet[B])``) in order; log-dets summed."""
+    logdet = tf.zeros([tf.shape(x)[0]])
+    for function in functions:
+        x, step_logdet = function(x)
+        logdet += step_logdet
+    return x, logdet
