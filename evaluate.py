@@ -4,9 +4,10 @@
     horovodrun -np 2 python evaluate.py --workdir=runs/mnist     # each process a shard
 
 Prints the mean bits/dim, its standard error, the spread of the per-image values and the number
-of images, and writes them as JSON (default: <workdir>/eval.json). The weights are the run's
-moving average when it has one (--weights=raw for the trained weights). The dequantisation
-noise is a fixed function of --seed and each image's index, so the number is the same run after
+of images (of a class-conditional model: given each image's class, then its marginal bits/dim and
+the accuracy of Bayes' rule and of its classifier, if it has one), and writes them as JSON
+(default: <workdir>/eval.json). The weights are the run's moving average when it has one
+(--weights=raw for the trained weights). The dequantisation noise is a fixed function of --seed and each image's index, so the number is the same run after
 run and for any number of processes. A model whose bits/dim is not finite is an error (exit 3).
 Images of a folder dataset that cannot be decoded are skipped, named and counted (the JSON's
 ``skipped_images``), or stop it with --on_bad_image=stop.
@@ -69,6 +70,9 @@ def main(argv):
               f"median {result.median:.4f}, 99th percentile {result.percentile_99:.4f}, max "
               f"{result.maximum:.4f} (image {result.worst[0][0]}); written to {output}",
               flush=True)
+        if result.classes is not None:
+            print(f"given each image's class (class-conditional model); "
+                  f"{result.classes.describe()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,12 @@ def define_train_flags():
                          "backward pass instead of keeping them: less memory per image, about "
                          "one more forward pass per step, the same gradients "
                          "(docs/PERFORMANCE.md)")
+    flags.DEFINE_boolean("class_conditional", False, "a class-conditional model: every "
+                         "latent's prior depends on the image's class (Glow's ycond; the "
+                         "dataset's labels, or a folder's <split>/<class>/ subdirectories)")
+    flags.DEFINE_float("class_weight", 0.0, "with --class_conditional: add a classifier on the "
+                       "top latent, its cross-entropy in bits per image weighted by this "
+                       "(0: no classifier)")
     flags.DEFINE_float("step_timeout_seconds", 1800.0, "end the job (exit 70) when no training "
                        "step completes for this long, e.g. because a process hangs; it must "
                        "exceed a step plus an evaluation plus a checkpoint write (0: never)")
@@ -170,9 +176,14 @@ def run_config():
             raise ValueError(f"--preset={FLAGS.preset} has no dataset of its own: pass --dataset")
         data = run_configs.DataConfig(**_flag_values(run_configs.DataConfig, dataset=dataset))
         train = run_configs.TrainConfig(**_flag_values(run_configs.TrainConfig))
-        run = run_configs.RunConfig(model=model, data=data, train=train)
         _data().check_paths(data)
-        return run
+        if FLAGS.class_conditional:
+            model = dataclasses.replace(model, num_classes=_data().num_classes(dataset),
+                                        classifier=FLAGS.class_weight > 0)
+        elif FLAGS.class_weight:
+            raise ValueError("--class_weight weighs the classifier of a class-conditional "
+                             "model: add --class_conditional, or drop --class_weight")
+        return run_configs.RunConfig(model=model, data=data, train=train)
 
 
 def restored_data_config(saved):

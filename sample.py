@@ -2,6 +2,7 @@
 
     python sample.py --workdir=runs/mnist [--temperatures=0,0.5,0.7,0.8,0.9,1.0] [--seed=0]
     python sample.py --workdir=runs/mnist --interpolate=3,7 --edit=3:8
+    python sample.py --workdir=runs/mnist_conditional --label=3       # one class
 
 Writes PNGs to <workdir>/samples (or --output_dir) and prints the reconstruction error: the max
 |x − decode(encode(x))| over test images, in 8-bit pixel units. interpolation.png decodes the
@@ -13,8 +14,9 @@ that of class a, from --edit_examples training images of each; glow_nxn/sampling
 average when it has one (--weights=raw for the trained weights). A broken model (non-finite
 latents or reconstructions of test images, or no finite sample at all) is an error (exit 3), and
 nothing is written; a few samples that overflow at high temperature are drawn black and counted.
+A class-conditional model's grids draw every class in turn (a row per class when --num_samples
+is a multiple of the number of classes), or only the class --label names.
 """
-import os
 
 from absl import flags
 
@@ -22,7 +24,7 @@ import flags as project_flags
 from glow_nxn import data, sampling
 from glow_nxn.config import MAX_SEED, check_float, check_int, check_positive_int
 from glow_nxn.distributed import Replicas
-from glow_nxn.errors import as_user_error
+from glow_nxn.errors import UserError, as_user_error
 
 project_flags.define_restore_flags()
 project_flags.define_data_flags(for_training=False)
@@ -42,6 +44,8 @@ flags.DEFINE_list("edit_scales", ["0", "0.25", "0.5", "0.75", "1", "1.25", "1.5"
                   "multiples of the class vector to add")
 flags.DEFINE_integer("edit_examples", 500, "training images per class whose mean latent makes "
                      "the class vector")
+flags.DEFINE_string("label", None, "a class-conditional model draws only this class (a class "
+                    "name, e.g. 3 on MNIST); default: every class in turn")
 flags.DEFINE_string("output_dir", None, "where PNGs go (default: <workdir>/samples)")
 flags.adopt_module_key_flags(project_flags)
 FLAGS = flags.FLAGS
@@ -73,10 +77,15 @@ def main(argv):
         check_positive_int("--edit_examples", FLAGS.edit_examples)
     project_flags.check_output_folder("output_dir")
     folder.check_is_a_run()
-    data_config = project_flags.restored_data_config(folder.load_config().data)
+    saved = folder.load_config()
+    if FLAGS.label is not None and not saved.model.num_classes:
+        raise UserError("--label draws one class of a class-conditional model, and this run's "
+                        "model is not one (train it with --class_conditional); drop --label")
+    data_config = project_flags.restored_data_config(saved.data)
     checkpoint = folder.resolve_checkpoint(FLAGS.checkpoint)
     loaded = folder.load_model(checkpoint, FLAGS.weights)
     with as_user_error():
+        labels = _labels(data_config, FLAGS.label, FLAGS.num_samples)
         for bad in data.bad_images(data_config, splits=("test",)):
             print(f"warning: skipping image {bad.path}: {bad.reason}")
         test = data.evaluation_split(data_config, Replicas(),
@@ -88,7 +97,8 @@ def main(argv):
             data_config, loaded.model.config.image_shape, edit_classes, edit_images,
             FLAGS.edit_examples) if edit_classes else None
     output_dir = FLAGS.output_dir or folder.samples_dir
-    grids = sampling.sample_grids(loaded.model, temperatures, FLAGS.num_samples, FLAGS.seed)
+    grids = sampling.sample_grids(loaded.model, temperatures, FLAGS.num_samples, FLAGS.seed,
+                                  labels)
     pictures = sampling.reconstructions(loaded.model, originals, interpolated,
                                         FLAGS.interpolation_steps)
     edits = {edit_inputs.file_name: sampling.edit_grid(
@@ -103,6 +113,18 @@ def main(argv):
     print(f"reconstruction: max |x - decode(encode(x))| = {pictures.error:.2e} pixel units over "
           f"{int(originals.shape[0])} test images")
     print("wrote " + ", ".join(written), flush=True)
+
+
+def _labels(data_config, label, count):
+    """The classes of the samples: ``count`` times the class named ``label``, or None (the
+    model's default: :func:`glow_nxn.sampling.class_order`)."""
+    if label is None:
+        return None
+    names = data.class_names(data_config.dataset, data_dir=data_config.data_dir,
+                             manual_dir=data_config.manual_dir)
+    if label not in names:
+        raise ValueError(f"--label: no class {label!r}; the classes are {', '.join(names)}")
+    return [names.index(label)] * count
 
 
 def _class_pair(text):

@@ -138,6 +138,12 @@ class ModelConfig:
       logit_alpha: ``α`` of RealNVP's logit transform of the input, ``x ↦ logit(α + (1−2α)(x+½))``
         before the first level (:class:`glow_nxn.layers.Logit`), in ``[0, ½)``; 0 leaves it out
         (Glow and the paper have none).
+      num_classes: ``K > 0`` makes the model class-conditional (Glow's ``ycond``): every
+        latent's prior depends on the image's class (:class:`glow_nxn.layers.ClassPrior`);
+        0 (default) is the unconditional model.
+      classifier: a linear classifier of the class from the top latent
+        (:class:`glow_nxn.layers.ClassPrior`), trained beside the likelihood with
+        :attr:`TrainConfig.class_weight`; needs ``num_classes``.
     """
 
     image_shape: tuple
@@ -151,9 +157,18 @@ class ModelConfig:
     seed: int = 0
     network_dtype: str = "float32"
     logit_alpha: float = 0.0
+    num_classes: int = 0
+    classifier: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        check_int("num_classes", self.num_classes, minimum=0)
+        check_bool("classifier", self.classifier)
+        if self.num_classes == 1:
+            raise ValueError("num_classes must be 0 (unconditional) or at least 2, got 1: a "
+                             "dataset of one class needs no class-conditional model")
+        if self.classifier and not self.num_classes:
+            raise ValueError("classifier needs a class-conditional model (num_classes > 0)")
         check_choice("mixing", self.mixing, MIXING_NAMES)
         check_choice("coupling", self.coupling, COUPLING_NAMES)
         check_choice("network_dtype", self.network_dtype, NETWORK_DTYPES)
@@ -241,6 +256,9 @@ class TrainConfig:
     weights it evaluates and samples with (``ema``: the average, when there is one; ``raw``).
     ``step_timeout_seconds`` > 0 ends the job when no step completes for that long (a process
     that hangs; it must exceed a step plus an evaluation plus a checkpoint write).
+    ``class_weight`` > 0 adds ``class_weight ×`` the classifier's cross-entropy, in bits per
+    image, to the objective of a model with a classifier (Glow's ``weight_y``); the progress
+    lines still report the bits/dim alone.
     ``remat`` recomputes each flow step's activations in the backward pass instead of keeping
     them (gradient checkpointing, :meth:`glow_nxn.layers.Chain.forward_recomputing`): less
     memory per image for about one more forward pass, the same gradients up to float32
@@ -278,6 +296,7 @@ class TrainConfig:
     jit_compile: bool = False
     step_timeout_seconds: float = 1800.0
     remat: bool = False
+    class_weight: float = 0.0
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -298,7 +317,7 @@ class TrainConfig:
             raise ValueError("ema_decay must be below 1 (1 would never move the average); "
                              "0 turns averaging off")
         for name in ("grad_clip_norm", "max_train_seconds", "spike_threshold",
-                     "sample_temperature", "step_timeout_seconds"):
+                     "sample_temperature", "step_timeout_seconds", "class_weight"):
             check_float(name, getattr(self, name), minimum=0.0)
         check_float("recovery_lr_factor", self.recovery_lr_factor, above=0.0, maximum=1.0)
         for name in ("scale_lr_by_workers", "jit_compile", "remat"):
@@ -316,6 +335,11 @@ class RunConfig:
     def __post_init__(self):
         height, width, _ = self.model.image_shape
         check_int("augment_shift", self.data.augment_shift, 0, min(height, width) - 1)
+        if self.model.classifier != (self.train.class_weight > 0):
+            raise ValueError(
+                f"class_weight {self.train.class_weight} weights the classifier of a "
+                f"class-conditional model: a model has one exactly when class_weight > 0 "
+                f"(model classifier={self.model.classifier})")
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

@@ -106,6 +106,7 @@ class _TfdsDataset:
     manual_files: tuple  # what tfds reads from manual_dir
     source: str  # where the manual files come from
     default_manual_dir: str = None
+    num_classes: int = 0  # classes of tfds's ClassLabel "label" feature (0: no labels)
 
 
 DATASETS = {
@@ -113,10 +114,10 @@ DATASETS = {
         "mnist", (28, 28, 1), {"train": "train", "test": "test"},
         ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-        "the repository's data/mnist", default_manual_dir=MNIST_DIR),
+        "the repository's data/mnist", default_manual_dir=MNIST_DIR, num_classes=10),
     "cifar10": _TfdsDataset(
         "cifar10", (32, 32, 3), {"train": "train", "test": "test"},
-        ("cifar-10-binary.tar.gz",), "https://www.cs.toronto.edu/~kriz/"),
+        ("cifar-10-binary.tar.gz",), "https://www.cs.toronto.edu/~kriz/", num_classes=10),
     "imagenet32": _TfdsDataset(
         "downsampled_imagenet/32x32", (32, 32, 3), {"train": "train", "test": "validation"},
         ("train_32x32.tar", "valid_32x32.tar"), "a copy of http://image-net.org/small/"),
@@ -169,15 +170,47 @@ def prepare_once(config, replicas):
     replicas.barrier()
 
 
-def training_stream(config, replicas, *, image_shape, n_bits, batch_size, seed, augment=True):
+def training_stream(config, replicas, *, image_shape, n_bits, batch_size, seed, augment=True,
+                    labels=False):
     """This process's endless training stream of the run's data: :func:`train_dataset` of
     ``config`` (a :class:`~glow_nxn.config.DataConfig`), sharded by ``replicas``, ``batch_size``
-    per process. ``augment=False`` leaves out the shift augmentation (the init batch)."""
+    per process. ``augment=False`` leaves out the shift augmentation (the init batch);
+    ``labels`` yields ``(images, labels)``."""
     return train_dataset(
         config.dataset, image_shape=image_shape, n_bits=n_bits, per_replica_batch_size=batch_size,
         seed=seed, shard_index=replicas.rank, num_shards=replicas.size, data_dir=config.data_dir,
         manual_dir=config.manual_dir, augment_shift=config.augment_shift if augment else 0,
-        shuffle_buffer=config.shuffle_buffer)
+        shuffle_buffer=config.shuffle_buffer, labels=labels)
+
+
+def num_classes(name):
+    """The number of classes of the dataset ``name``, for a class-conditional model; ValueError
+    when it has none, or when a folder has images outside class subdirectories.
+
+    Known without preparing the dataset (every process may ask before rank 0 prepares it): a
+    named dataset's count is in :data:`DATASETS` (tests/test_data.py checks it against tfds's
+    ``label`` feature); a folder's classes are its subdirectories (module docstring).
+    """
+    folder = _folder(name)
+    if folder is None:
+        count = DATASETS[name].num_classes
+        if not count:
+            raise ValueError(f"{name} has no class labels, so no class-conditional model: drop "
+                             f"--class_conditional, or use a folder of <split>/<class>/ images")
+        return count
+    classes = _folder_classes(folder)
+    for split in SPLITS:
+        root = _split_root(folder, split)
+        loose = [path for path in _folder_files(folder, split) if _class_of(root, path) is None]
+        if loose:
+            raise ValueError(f"a class-conditional model needs the class of every image, and "
+                             f"{loose[0]} (and {len(loose) - 1} more) is in no class "
+                             f"subdirectory: move the images into {root}/<class>/, or drop "
+                             f"--class_conditional")
+    if len(classes) < 2:
+        raise ValueError(f"{folder} has {len(classes)} class subdirectory: a class-conditional "
+                         f"model needs at least 2 (<split>/<class>/*.png)")
+    return len(classes)
 
 
 def evaluation_split(config, replicas, *, image_shape, batch_size, split="test"):
@@ -232,8 +265,10 @@ def bad_images(config, splits=SPLITS):
 
 def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, shard_index=0,
                   num_shards=1, data_dir=None, manual_dir=None, augment_shift=0,
-                  shuffle_buffer=0):
-    r"""The endless training stream of one process: float32 ``[B, H, W, C]`` in ``[−0.5, 0.5)``.
+                  shuffle_buffer=0, labels=False):
+    r"""The endless training stream of one process: float32 ``[B, H, W, C]`` in ``[−0.5, 0.5)``
+    (with ``labels``, pairs of them and their int64 classes ``[B]``, as :func:`eval_dataset`
+    numbers them).
 
     ``B = per_replica_batch_size``; every batch is full. Process ``shard_index`` of ``num_shards``
     reads the examples whose index ``i`` has ``i mod num_shards = shard_index``, shuffled anew
@@ -260,10 +295,10 @@ def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, sh
         raise ValueError(f"augment_shift must be an integer in 0..{min(image_shape[:2]) - 1}, "
                          f"got {augment_shift!r}")
     records, decode = _records(name, "train", image_shape, data_dir, manual_dir)
-    records = records.map(lambda encoded, label: encoded)
     base_key = tf.constant([seed, _TRAIN_STREAM], tf.int64)
 
-    def preprocess(epoch, index, record):
+    def preprocess(epoch, index, labelled):
+        record, label = labelled
         epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch, alg=_RNG)
         noise_key, shift_key = tf.unstack(tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(epoch_key, index, alg=_RNG), 2, alg=_RNG))
@@ -271,7 +306,8 @@ def train_dataset(name, *, image_shape, n_bits, per_replica_batch_size, seed, sh
         if augment_shift:
             image = _random_shift(image, augment_shift, shift_key)
         noise = tf.random.stateless_uniform(image_shape, seed=noise_key, alg=_RNG)
-        return objectives.dequantize(image, n_bits, noise)
+        x = objectives.dequantize(image, n_bits, noise)
+        return (x, label) if labels else x
 
     # Number before sharding, so that an example's index (and so its noise) is its position in
     # the whole split; shard next, so that the processes read disjoint examples whatever the

@@ -5,13 +5,21 @@ draws) the result is the mean ``b̄ = Σ b_i / n``, its standard error ``s / √
 standard deviation ``s² = Σ (b_i − b̄)² / (n − 1)``, and the spread of the ``b_i``: median, 99th
 percentile (linear interpolation, numpy's default), maximum and the worst images' indices. A mean
 far above the median, or a huge standard error, says a few images are scored very badly.
+
+A class-conditional model is scored given each image's class, ``b_i = −log₂ p(x_i | y_i) / D``
+(plus the n-bit offset), and :class:`ClassScores` adds what its classes give: the marginal
+bits/dim ``−log₂ ((1/K) Σ_k p(x_i | k)) / D``, comparable to an unconditional model's, and the
+accuracy of Bayes' rule ``argmax_k p(x_i | k)`` (the flow as a generative classifier) and, with a
+classifier, of its logits.
 """
+import collections
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
 
-from glow_nxn import data
+from glow_nxn import data, objectives
 from glow_nxn.config import check_positive_int
 from glow_nxn.distributed import Replicas
 
@@ -35,6 +43,7 @@ class EvalResult:
     maximum: float
     worst: tuple
     num_nonfinite: int
+    classes: "ClassScores" = None
 
     @property
     def finite(self):
@@ -44,17 +53,59 @@ class EvalResult:
         """A JSON-ready dict of every field."""
         fields = dataclasses.asdict(self)
         fields["worst"] = [[int(i), float(b)] for i, b in self.worst]
+        if self.classes is None:
+            del fields["classes"]
         return fields
 
 
-def summarise(indices, bits, num_dequant_samples=1):
-    """The :class:`EvalResult` of per-image ``bits`` (float64 ``[n]``) of images ``indices``."""
+@dataclasses.dataclass(frozen=True)
+class ClassScores:
+    """What a class-conditional model's classes give on the split (module docstring):
+    ``bits_per_dim`` of :class:`EvalResult` is then conditional on the true classes; these are the
+    marginal bits/dim (mean and standard error), the accuracy of Bayes' rule over ``p(x | k)``,
+    and the classifier's accuracy (None without a classifier)."""
+
+    marginal_bits_per_dim: float
+    marginal_standard_error: float
+    bayes_accuracy: float
+    classifier_accuracy: float = None
+
+    def describe(self):
+        """These scores in words, on one line."""
+        line = (f"marginal bits/dim {self.marginal_bits_per_dim:.4f} ± "
+                f"{self.marginal_standard_error:.4f}, Bayes-rule accuracy "
+                f"{self.bayes_accuracy:.4f}")
+        if self.classifier_accuracy is not None:
+            line += f", classifier accuracy {self.classifier_accuracy:.4f}"
+        return line
+
+
+def _mean_and_error(values):
+    values = np.asarray(values, np.float64)
+    error = float(np.std(values, ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
+    return float(np.mean(values)), error
+
+
+def class_scores(labels, marginal_bits, bayes, classified=None):
+    """The :class:`ClassScores` of per-image true ``labels``, ``marginal_bits``, Bayes-rule
+    predictions ``bayes`` and classifier predictions ``classified`` (None: no classifier)."""
+    labels = np.asarray(labels)
+    marginal, error = _mean_and_error(marginal_bits)
+    return ClassScores(
+        marginal_bits_per_dim=marginal, marginal_standard_error=error,
+        bayes_accuracy=float(np.mean(np.asarray(bayes) == labels)),
+        classifier_accuracy=(None if classified is None
+                             else float(np.mean(np.asarray(classified) == labels))))
+
+
+def summarise(indices, bits, num_dequant_samples=1, classes=None):
+    """The :class:`EvalResult` of per-image ``bits`` (float64 ``[n]``) of images ``indices``
+    (with ``classes``, a :class:`ClassScores`, for a class-conditional model)."""
     bits, indices = np.asarray(bits, np.float64), np.asarray(indices, np.int64)
     count = bits.size
     if count == 0:
         raise ValueError("the evaluation split is empty")
-    mean = float(np.mean(bits))
-    standard_error = float(np.std(bits, ddof=1) / np.sqrt(count)) if count > 1 else 0.0
+    mean, standard_error = _mean_and_error(bits)
     # Not-finite values sort last, so they are the worst.
     order = np.argsort(np.where(np.isnan(bits), np.inf, bits), kind="stable")[::-1][:NUM_WORST]
     return EvalResult(
@@ -62,18 +113,25 @@ def summarise(indices, bits, num_dequant_samples=1):
         num_dequant_samples=num_dequant_samples, median=float(np.median(bits)),
         percentile_99=float(np.percentile(bits, 99)), maximum=float(np.max(bits)),
         worst=tuple((int(indices[i]), float(bits[i])) for i in order),
-        num_nonfinite=int(np.sum(~np.isfinite(bits))))
+        num_nonfinite=int(np.sum(~np.isfinite(bits))), classes=classes)
 
 
 def per_image_bits(model, dataset, seed, num_dequant_samples=1, max_batches=None):
-    """``(indices int64 [n], bits/dim float64 [n])`` of this replica's part of ``dataset``.
+    """``{"index": int64 [n], "bits": float64 [n]}`` of this replica's part of ``dataset``;
+    of a class-conditional model (bits given the true class) also ``"label"``,
+    ``"marginal_bits"``, ``"bayes"`` (``argmax_k`` of the log-likelihoods summed over the draws)
+    and, with a classifier, ``"classified"``.
 
     Each image's dequantisation noise is ``data.evaluation_noise(index, ..., seed, draw)``, a fixed
     function of the image's index in the split, so the numbers do not depend on batch size, the
     number of replicas or the run. With ``num_dequant_samples = k`` an image's bits/dim is the
     mean over ``k`` noise draws (a lower-variance Monte-Carlo estimate of the same bound).
     """
-    shape = model.config.image_shape
+    config = model.config
+    shape, conditional = config.image_shape, config.num_classes > 0
+
+    def to_bits(log_prob):
+        return objectives.bits_per_dim(log_prob, config.num_dims, config.n_bits)
 
     @tf.function
     def image_bits(images, index):
@@ -81,17 +139,51 @@ def per_image_bits(model, dataset, seed, num_dequant_samples=1, max_batches=None
         for draw in range(num_dequant_samples):
             noise = data.evaluation_noise(index, shape, seed, draw)
             total += model.bits_per_dim(images, noise)
-        return total / num_dequant_samples
+        return {"bits": total / num_dequant_samples}
 
-    indices, bits = [], []
+    @tf.function
+    def class_bits(images, index, labels):
+        count = tf.shape(images)[0]
+        bits, marginal, summed = tf.zeros([count]), tf.zeros([count]), 0.0
+        for draw in range(num_dequant_samples):
+            x = objectives.dequantize(images, config.n_bits,
+                                      data.evaluation_noise(index, shape, seed, draw))
+            zs, logdet = model.encode(x)
+            per_class = logdet[:, None] + model.class_prior.log_prob_per_class(zs)
+            bits += to_bits(tf.gather(per_class, labels, axis=1, batch_dims=1))
+            marginal += to_bits(tf.reduce_logsumexp(per_class, axis=1)
+                                - math.log(config.num_classes))
+            summed += per_class
+        scores = {"bits": bits / num_dequant_samples,
+                  "marginal_bits": marginal / num_dequant_samples,
+                  "bayes": tf.argmax(summed, axis=1)}
+        if config.classifier:
+            scores["classified"] = tf.argmax(model.class_prior.logits(zs), axis=1)
+        return scores
+
+    columns = collections.defaultdict(list)
     for batch_number, batch in enumerate(dataset):
         if max_batches is not None and batch_number >= max_batches:
             break
-        bits.append(tf.cast(image_bits(batch["image"], batch["index"]), tf.float64))
-        indices.append(tf.cast(batch["index"], tf.int64))
-    if not bits:
-        return tf.zeros([0], tf.int64), tf.zeros([0], tf.float64)
-    return tf.concat(indices, 0), tf.concat(bits, 0)
+        if conditional:
+            labels = tf.cast(batch["label"], tf.int32)
+            if bool(tf.reduce_any(labels < 0)):
+                raise ValueError("a class-conditional model is scored given each image's class, "
+                                 "and this split has images without one (label -1): evaluate "
+                                 "on a dataset with classes")
+            scores = class_bits(batch["image"], batch["index"], labels)
+            scores["label"] = labels
+        else:
+            scores = image_bits(batch["image"], batch["index"])
+        scores["index"] = batch["index"]
+        for name, values in scores.items():
+            columns[name].append(values)
+    # Every replica returns the same names, even with no batch, so that they gather alike.
+    names = ["index", "bits"] + (["label", "marginal_bits", "bayes"] if conditional else []) + (
+        ["classified"] if config.classifier else [])
+    dtypes = {"bits": tf.float64, "marginal_bits": tf.float64}
+    return {name: tf.cast(tf.concat(columns[name], 0), dtypes.get(name, tf.int64))
+            if columns[name] else tf.zeros([0], dtypes.get(name, tf.int64)) for name in names}
 
 
 def evaluate(model, dataset, seed, replicas=None, num_dequant_samples=1, max_batches=None):
@@ -102,6 +194,11 @@ def evaluate(model, dataset, seed, replicas=None, num_dequant_samples=1, max_bat
     """
     check_positive_int("num_dequant_samples", num_dequant_samples)
     replicas = replicas or Replicas()
-    indices, bits = per_image_bits(model, dataset, seed, num_dequant_samples, max_batches)
-    return summarise(replicas.gather(indices, name="glow_eval_indices").numpy(),
-                     replicas.gather(bits, name="glow_eval_bits").numpy(), num_dequant_samples)
+    scores = per_image_bits(model, dataset, seed, num_dequant_samples, max_batches)
+    gathered = {name: replicas.gather(values, name=f"glow_eval_{name}").numpy()
+                for name, values in sorted(scores.items())}
+    classes = None
+    if model.config.num_classes and gathered["index"].size:
+        classes = class_scores(gathered["label"], gathered["marginal_bits"], gathered["bayes"],
+                               gathered.get("classified"))
+    return summarise(gathered["index"], gathered["bits"], num_dequant_samples, classes)

@@ -15,6 +15,10 @@ in ``exported.latent_shapes``, ``bits_per_dim`` dequantises with
 ``tf.random.stateless_uniform(images.shape, seed=[seed, 0])``, ``sample`` draws
 ``ε_l ~ N(0, temperature²·I)`` with ``tf.random.stateless_normal(…, seed=[seed, l])`` and returns
 the images quantised as evaluate.py's pictures are (``n_bits`` levels spread over 0..255).
+A class-conditional model is exported as the density of images alone: ``log_prob`` and
+``bits_per_dim`` score the mixture of its classes and ``sample`` draws each image's class
+uniformly from the seed (:meth:`glow_nxn.model.Glow.sample`); a class is chosen in Python
+(``sample.py --label``, ``Glow.sample(labels=…)``, ``as_distribution(model, label)``).
 
 The exported object holds the weights it was given (the run's weight average by default, see
 :func:`glow_nxn.load`) and the functions traced for a variable batch size; the Keras model itself

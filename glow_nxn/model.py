@@ -10,13 +10,18 @@ For ``L`` levels and ``K`` steps per level, data ``x: [B, H, W, C]`` (continuous
 
 Every ``ε`` is scored under ``N(0, I)``; the split and top priors are standardising bijectors
 (:mod:`glow_nxn.layers.multiscale`), so ``log p(x) = Σ_l log N(ε_l; 0, I) + Σ log|det J|``.
+
+A class-conditional model (``num_classes = K > 0``) scores the same latents under a prior of the
+image's class instead, ``log p(x | y) = log p(ε_1 … ε_L | y) + Σ log|det J|``
+(:class:`glow_nxn.layers.ClassPrior`); without a label it is the mixture over equally likely
+classes, ``log p(x) = log (1/K) Σ_y p(x | y)``, a density of images like any other.
 """
 import tensorflow as tf
 
 from glow_nxn import objectives
 from glow_nxn.keras import keras
-from glow_nxn.layers import (COUPLINGS, MIXINGS, ActNorm, Chain, LearnedPrior, Logit, Split,
-                             Squeeze, initialising)
+from glow_nxn.layers import (COUPLINGS, MIXINGS, ActNorm, Chain, ClassPrior, LearnedPrior,
+                             Logit, Split, Squeeze, initialising)
 from glow_nxn.layers.base import identity_mean
 
 
@@ -25,7 +30,9 @@ class Glow(keras.Model):
     construction.
 
     ``forward``/``encode(x) -> (zs, logdet)`` with ``zs`` the list of ``L`` latents above and
-    ``logdet [B]``; ``inverse(zs) -> (x, logdet)``, ``decode(zs) -> x``.
+    ``logdet [B]``; ``inverse(zs) -> (x, logdet)``, ``decode(zs) -> x``. ``labels`` (int
+    ``[B]``) are the classes of a class-conditional model (module docstring); None scores and
+    draws an unconditional model, and a class-conditional one as the mixture of its classes.
     """
 
     def __init__(self, config, **kwargs):
@@ -47,6 +54,9 @@ class Glow(keras.Model):
         self.top_prior = LearnedPrior(name="top_prior") if config.learn_top else None
         zs, _ = self.encode(tf.zeros([1, *config.image_shape]))
         self.latent_shapes = [tuple(z.shape[1:]) for z in zs]
+        self.class_prior = (ClassPrior(config.num_classes, [s[-1] for s in self.latent_shapes],
+                                       config.classifier, name="class_prior")
+                            if config.num_classes else None)
         self.built = True
 
     def call(self, x):
@@ -102,14 +112,34 @@ class Glow(keras.Model):
         """Latents → data ``[B, H, W, C]``."""
         return self.inverse(zs)[0]
 
-    def log_prob(self, x, recompute=False):
-        """``log p(x)`` in nats, ``[B]``, of continuous ``x: [B, H, W, C]``; ``recompute`` as
-        in :meth:`encode`."""
+    def log_prob(self, x, labels=None, recompute=False):
+        """``log p(x)`` in nats, ``[B]``, of continuous ``x: [B, H, W, C]``; ``log p(x | y)``
+        of a class-conditional model given ``labels`` (class docstring); ``recompute`` as in
+        :meth:`encode`."""
         zs, logdet = self.encode(x, recompute)
-        return logdet + tf.add_n([objectives.standard_normal_log_prob(z) for z in zs])
+        return logdet + self.latent_log_prob(zs, labels)
 
-    def bits_per_dim(self, images, uniform_noise=None):
-        """bits/dim ``[B]`` of uint8 ``images: [B, H, W, C]`` (:mod:`glow_nxn.objectives`).
+    def latent_log_prob(self, zs, labels=None):
+        """``log p(ε_1 … ε_L)`` ``[B]`` of latents as :meth:`encode` returns them: under
+        ``N(0, I)``, or under the class prior of ``labels`` (the mixture of every class when
+        None) for a class-conditional model."""
+        if self.class_prior is None:
+            if labels is not None:
+                raise ValueError("labels given to a model that is not class-conditional")
+            return tf.add_n([objectives.standard_normal_log_prob(z) for z in zs])
+        if labels is None:
+            return self.class_prior.marginal_log_prob(zs)
+        return self.class_prior.log_prob(zs, labels)
+
+    def class_log_likelihoods(self, x):
+        """``log p(x | y = k)`` for every class ``k`` of a class-conditional model: ``[B, K]``
+        from one pass of the flow (:class:`~glow_nxn.layers.ClassPrior`)."""
+        zs, logdet = self.encode(x)
+        return logdet[:, None] + self.class_prior.log_prob_per_class(zs)
+
+    def bits_per_dim(self, images, uniform_noise=None, labels=None):
+        """bits/dim ``[B]`` of uint8 ``images: [B, H, W, C]`` (:mod:`glow_nxn.objectives`),
+        given ``labels`` as in :meth:`log_prob`.
 
         ``uniform_noise`` ``[B, H, W, C]`` in ``[0, 1)`` is the dequantisation draw; a fresh one
         when None.
@@ -117,24 +147,34 @@ class Glow(keras.Model):
         if uniform_noise is None:
             uniform_noise = tf.random.uniform(tf.shape(images))
         x = objectives.dequantize(images, self.config.n_bits, uniform_noise)
-        return objectives.bits_per_dim(self.log_prob(x), self.config.num_dims,
+        return objectives.bits_per_dim(self.log_prob(x, labels), self.config.num_dims,
                                        self.config.n_bits)
 
-    def sample(self, n, temperature=1.0, seed=None):
+    def sample(self, n, temperature=1.0, seed=None, labels=None):
         """``n`` continuous samples ``[n, H, W, C]``; every prior's std is scaled by ``temperature``.
 
         ``ε_l ~ N(0, temperature²·I)`` for every level, then :meth:`decode`. With an integer
         ``seed`` the draw is a fixed function of it; temperature 0 gives the deterministic
         decoding of the all-zero latents. :func:`glow_nxn.objectives.to_uint8` makes images.
+        A class-conditional model draws ``ε_l ~ N(μ_l[y], (temperature·σ_l[y])²)`` for the
+        classes ``labels`` (int ``[n]``; uniformly drawn classes when None).
         """
-        zs = []
+        etas = []
         for index, shape in enumerate(self.latent_shapes):
             if seed is None:
-                eps = tf.random.normal([n, *shape])
+                eta = tf.random.normal([n, *shape])
             else:
-                eps = tf.random.stateless_normal([n, *shape], seed=[seed, index])
-            zs.append(temperature * eps)
-        return self.decode(zs)
+                eta = tf.random.stateless_normal([n, *shape], seed=[seed, index])
+            etas.append(eta)
+        if self.class_prior is None:
+            if labels is not None:
+                raise ValueError("labels given to a model that is not class-conditional")
+            return self.decode([temperature * eta for eta in etas])
+        if labels is None:
+            shape, count = [n], self.config.num_classes
+            labels = (tf.random.uniform(shape, 0, count, tf.int32) if seed is None else
+                      tf.random.stateless_uniform(shape, [seed, len(etas)], 0, count, tf.int32))
+        return self.decode(self.class_prior.draw(etas, labels, temperature))
 
     def data_dependent_init(self, x, reduce_mean=identity_mean):
         """Initialise every ActNorm from the batch ``x: [B, H, W, C]``, in flow order.

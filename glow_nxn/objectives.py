@@ -77,3 +77,11 @@ def bits_per_dim(log_prob, num_dims, n_bits):
     log_prob = tf.convert_to_tensor(log_prob)
     bits = (-tf.cast(log_prob, tf.float64) + d * n_bits * math.log(2.0)) / (d * math.log(2.0))
     return tf.cast(bits, log_prob.dtype)
+
+
+def classification_bits(logits, labels):
+    """The mean cross-entropy of ``logits [B, K]`` for int ``labels [B]``, in bits per image
+    (``−log₂ softmax(logits)[label]``; Glow's ``bits_y``)."""
+    nats = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
+                                                          logits=logits)
+    return tf.reduce_mean(nats) / math.log(2.0)

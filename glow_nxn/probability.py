@@ -109,12 +109,39 @@ class GlowBijector(tfp.bijectors.Bijector):
         return tf.concat([output_shape[:-3], [self._dims]], axis=0)
 
 
-def as_distribution(model):
+def as_distribution(model, label=None):
     """``model`` as a ``tfd.TransformedDistribution`` of ``N(0, I_D)`` through
     :class:`GlowBijector`: event shape ``[H, W, C]``, ``log_prob(x)`` the model's
     ``log_prob(x)`` in nats, ``sample(n, seed)`` ``n`` continuous images ``[n, H, W, C]``
-    (:func:`glow_nxn.objectives.to_uint8` makes uint8 ones)."""
+    (:func:`glow_nxn.objectives.to_uint8` makes uint8 ones).
+
+    A class-conditional model's base is its class prior (:class:`glow_nxn.layers.ClassPrior`),
+    laid out as ``ε``: ``N(μ[label], diag σ[label]²)`` for an integer ``label`` (``log_prob`` is
+    the model's ``log p(x | label)``), else the mixture of every class with equal weights
+    (``tfd.MixtureSameFamily``; the model's ``log_prob(x)``). Its parameters are read when the
+    distribution is built: after the weights change, build a new one.
+    """
     bijector = GlowBijector(model)
-    base = tfp.distributions.Sample(tfp.distributions.Normal(0.0, 1.0),
-                                    sample_shape=[model.config.num_dims])
+    dims = model.config.num_dims
+    if not model.config.num_classes:
+        if label is not None:
+            raise ValueError("label given for a model that is not class-conditional")
+        base = tfp.distributions.Sample(tfp.distributions.Normal(0.0, 1.0), sample_shape=[dims])
+        return tfp.distributions.TransformedDistribution(base, bijector, name="glow")
+    classes, prior = model.config.num_classes, model.class_prior
+    # Per class, every latent's per-channel mean and std broadcast over its pixels and
+    # flattened row-major: [K, D], in GlowBijector's order of ε.
+    loc, scale = ([tf.reshape(tf.broadcast_to(tf.convert_to_tensor(p)[:, None, None, :],
+                                              [classes, *shape]), [classes, -1])
+                   for p, shape in zip(parameters, model.latent_shapes)]
+                  for parameters in (prior.means, [tf.exp(v) for v in prior.log_stds]))
+    loc, scale = tf.concat(loc, axis=-1), tf.concat(scale, axis=-1)
+    if label is None:
+        base = tfp.distributions.MixtureSameFamily(
+            tfp.distributions.Categorical(logits=tf.zeros([classes])),
+            tfp.distributions.MultivariateNormalDiag(loc, scale))
+    else:
+        if not 0 <= int(label) < classes:
+            raise ValueError(f"label must be a class in 0..{classes - 1}, got {label!r}")
+        base = tfp.distributions.MultivariateNormalDiag(loc[int(label)], scale[int(label)])
     return tfp.distributions.TransformedDistribution(base, bijector, name="glow")

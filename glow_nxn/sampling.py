@@ -35,9 +35,22 @@ def check_finite(what, tensors):
                                    f"use an older --checkpoint")
 
 
-def sample_grid(model, num_samples, temperature, seed):
-    """``num_samples`` samples at ``temperature`` as one uint8 ``[rows·H, columns·W, C]`` grid."""
-    samples = model.sample(num_samples, temperature=temperature, seed=seed)
+def class_order(model, num_samples):
+    """The classes a grid of ``num_samples`` samples of a class-conditional model draws when
+    none is chosen: every class in turn, in equal consecutive runs (sample ``i`` is of class
+    ``⌊i·K/n⌋``; with ``n = K·m`` and ``m`` columns, a row per class). None for an unconditional
+    model."""
+    classes = model.config.num_classes
+    if not classes:
+        return None
+    return tf.range(num_samples) * classes // num_samples
+
+
+def sample_grid(model, num_samples, temperature, seed, labels=None):
+    """``num_samples`` samples at ``temperature`` as one uint8 ``[rows·H, columns·W, C]`` grid;
+    of the classes ``labels [num_samples]`` (default: :func:`class_order`)."""
+    labels = class_order(model, num_samples) if labels is None else labels
+    samples = model.sample(num_samples, temperature=temperature, seed=seed, labels=labels)
     return images.grid(objectives.to_uint8(samples, model.config.n_bits))
 
 
@@ -50,16 +63,18 @@ class SampleGrids:
     nonfinite: dict
 
 
-def sample_grids(model, temperatures, num_samples, seed):
-    """One grid of ``num_samples`` samples per temperature (a :class:`SampleGrids`).
+def sample_grids(model, temperatures, num_samples, seed, labels=None):
+    """One grid of ``num_samples`` samples per temperature (a :class:`SampleGrids`), of the
+    classes ``labels`` for a class-conditional model (default: :func:`class_order`).
 
     The same ``seed`` draws the same standard-normal latents at every temperature, so the grids
     show one set of samples with every prior's standard deviation scaled. TrainingDiverged if
     no sample of any grid is finite.
     """
     grids, nonfinite = {}, {}
+    labels = class_order(model, num_samples) if labels is None else labels
     for temperature in temperatures:
-        samples = model.sample(num_samples, temperature=temperature, seed=seed)
+        samples = model.sample(num_samples, temperature=temperature, seed=seed, labels=labels)
         finite = tf.reduce_all(tf.math.is_finite(tf.reshape(samples, [num_samples, -1])), axis=1)
         bad = num_samples - int(tf.reduce_sum(tf.cast(finite, tf.int32)))
         if bad:

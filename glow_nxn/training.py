@@ -1,7 +1,9 @@
 r"""Maximum-likelihood training: the loop train.py runs, on one process or under horovodrun.
 
-**The step.** The loss is the mean bits/dim of the batch (:mod:`glow_nxn.objectives`). On every
-replica::
+**The step.** The loss is the mean bits/dim of the batch (:mod:`glow_nxn.objectives`); of a
+class-conditional model, ``−log₂ p(x | y)`` per dimension given each image's class, plus, with a
+classifier, ``class_weight ×`` its mean cross-entropy in bits per image (the reported loss is
+the bits/dim alone). On every replica::
 
     loss = mean bits/dim of its batch → gradients averaged across replicas (Horovod)
     (with remat, each flow step's activations are recomputed for them, not kept)
@@ -249,7 +251,8 @@ class Trainer:
             train = data.training_stream(
                 self.data_config, self.replicas, image_shape=shape,
                 n_bits=self.model_config.n_bits, batch_size=self.config.per_replica_batch_size,
-                seed=self.config.seed + int(self.state.step.numpy()))
+                seed=self.config.seed + int(self.state.step.numpy()),
+                labels=self.model_config.num_classes > 0)
             test = data.evaluation_split(self.data_config, self.replicas, image_shape=shape,
                                          batch_size=self.config.eval_batch_size)
         return train, test
@@ -260,18 +263,24 @@ class Trainer:
         """The step of the module docstring as a :func:`tf.function` (compiled by XLA with
         ``jit_compile``): ``x [B, H, W, C] → (loss, grad_norm, finite)``. ``remat``: recompute
         each flow step's activations in the backward pass (:class:`~glow_nxn.config.TrainConfig`);
-        the training loop's is ``config.remat``, bench/memory.py times both."""
+        the training loop's is ``config.remat``, bench/memory.py times both. A class-conditional
+        model's step takes ``(x, labels [B])``."""
         return tf.function(functools.partial(self._step_fn, remat=remat),
                            jit_compile=self.config.jit_compile)
 
-    def _step_fn(self, x, remat):
+    def _step_fn(self, batch, remat):
         variables = self.model.trainable_variables
+        x, labels = batch if self.model_config.num_classes else (batch, None)
         with tf.GradientTape() as tape:
-            log_prob = self.model.log_prob(x, recompute=remat)
+            zs, logdet = self.model.encode(x, recompute=remat)
+            log_prob = logdet + self.model.latent_log_prob(zs, labels)
             bits = objectives.bits_per_dim(log_prob, self.model_config.num_dims,
                                            self.model_config.n_bits)
-            loss = tf.reduce_mean(bits)
-        gradients = self.replicas.gradient_tape(tape).gradient(loss, variables)
+            loss = objective = tf.reduce_mean(bits)
+            if self.model_config.classifier:
+                objective += self.config.class_weight * objectives.classification_bits(
+                    self.model.class_prior.logits(zs), labels)
+        gradients = self.replicas.gradient_tape(tape).gradient(objective, variables)
         grad_norm = tf.linalg.global_norm(gradients)
         if self.config.grad_clip_norm > 0:
             gradients, _ = tf.clip_by_global_norm(gradients, self.config.grad_clip_norm,
@@ -629,9 +638,16 @@ class PeriodicEvaluation(Hook):
                         f"± {evaluated.standard_error:.4f} ({evaluated.num_images} images, "
                         f"{weights} weights)")
             tf.summary.scalar("test/bits_per_dim", evaluated.bits_per_dim, step=result.step)
+            classes = {}
+            if evaluated.classes is not None:
+                classes = dataclasses.asdict(evaluated.classes)
+                trainer.log(f"step {result.step:7d}  {evaluated.classes.describe()}")
+                for name, value in classes.items():
+                    if value is not None:
+                        tf.summary.scalar(f"test/{name}", value, step=result.step)
             trainer.record("test", step=result.step, bits_per_dim=evaluated.bits_per_dim,
                            standard_error=evaluated.standard_error,
-                           num_images=evaluated.num_images, weights=weights)
+                           num_images=evaluated.num_images, weights=weights, **classes)
             if picture is not None:
                 tf.summary.image(f"samples/temperature_{self.config.sample_temperature}",
                                  picture[tf.newaxis], step=result.step)

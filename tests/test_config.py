@@ -84,6 +84,18 @@ BAD_VALUES = [
      "logit_alpha must be a number >= 0"),
     (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, learn_top="no"),
      "learn_top must be true or false, got 'no'"),
+    (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, num_classes=1),
+     "num_classes must be 0 .unconditional. or at least 2, got 1"),
+    (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, num_classes=-2),
+     "num_classes must be an integer >= 0"),
+    (ModelConfig, dict(image_shape=(28, 28, 1), levels=2, steps_per_level=1, classifier=True),
+     "classifier needs a class-conditional model"),
+    (TrainConfig, dict(class_weight=-0.5), "class_weight must be a number >= 0"),
+    (RunConfig, dict(model=preset("mnist", num_classes=10), data=DataConfig(),
+                     train=TrainConfig(class_weight=0.5)),
+     "class_weight 0.5 weights the classifier of a class-conditional model"),
+    (RunConfig, dict(model=preset("mnist", num_classes=10, classifier=True), data=DataConfig(),
+                     train=TrainConfig()), "a model has one exactly when class_weight > 0"),
 ]
 
 

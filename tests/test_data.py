@@ -469,3 +469,56 @@ def test_train_stream_does_not_depend_on_the_sharding():
                            halves[0][step][1], halves[1][step][1]])
         np.testing.assert_array_equal(joined, whole[step])
     assert not np.array_equal(whole[0], whole[2])  # epoch 2 has fresh noise
+
+
+@pytest.mark.parametrize("name", sorted(data.DATASETS))
+def test_the_class_counts_are_tfds_label_features(name):
+    """num_classes knows each named dataset's classes without preparing it: the count must be
+    the size of the ClassLabel ``label`` feature tfds declares (0 where it declares none)."""
+    import tensorflow_datasets as tfds
+
+    builder_class = tfds.builder_cls(data.DATASETS[name].tfds_name.split("/")[0])
+    config_name = (data.DATASETS[name].tfds_name.split("/") + [None])[1]
+    builder = builder_class(config=config_name) if config_name else builder_class()
+    features = builder.info.features
+    label = features["label"] if "label" in features.keys() else None
+    declared = label.num_classes if isinstance(label, tfds.features.ClassLabel) else 0
+    assert data.DATASETS[name].num_classes == declared
+    if declared:
+        assert data.num_classes(name) == declared
+    else:
+        with pytest.raises(ValueError, match="has no class labels"):
+            data.num_classes(name)
+
+
+def test_folder_classes_for_a_class_conditional_model(tmp_path):
+    """A folder's classes are its class subdirectories; a loose image, or a single class, is an
+    error naming the fix."""
+    for path in ("train/dog/0.png", "train/bird/0.png", "test/dog/0.png", "test/cat/0.png"):
+        write_image(tmp_path / "good" / path, np.zeros((4, 4, 1)))
+    assert data.num_classes(f"folder:{tmp_path / 'good'}") == 3
+    write_image(tmp_path / "good" / "test" / "loose.png", np.zeros((4, 4, 1)))
+    with pytest.raises(ValueError, match="loose.png .and 0 more. is in no class subdirectory: "
+                                         "move the images into"):
+        data.num_classes(f"folder:{tmp_path / 'good'}")
+    write_image(tmp_path / "one" / "only" / "0.png", np.zeros((4, 4, 1)))
+    with pytest.raises(ValueError, match="has 1 class subdirectory"):
+        data.num_classes(f"folder:{tmp_path / 'one'}")
+
+
+def test_the_labelled_training_stream_pairs_each_image_with_its_class(tmp_path):
+    """With ``labels`` the training stream yields ``(images, labels)``: in the stored order
+    (shuffle_buffer=1) the images are those without labels, and each label is the class the
+    evaluation pipeline gives the same image."""
+    for index, path in enumerate(("a/0.png", "a/1.png", "b/0.png", "c/0.png", "c/1.png",
+                                  "c/2.png")):
+        write_image(tmp_path / path, np.full((4, 4, 1), 40 * index))
+    name, options = f"folder:{tmp_path}", dict(image_shape=(4, 4, 1), n_bits=8, seed=1,
+                                              per_replica_batch_size=6, shuffle_buffer=1)
+    images, labels = next(iter(data.train_dataset(name, labels=True, **options)))
+    plain = next(iter(data.train_dataset(name, **options)))
+    np.testing.assert_array_equal(images.numpy(), plain.numpy())
+    assert labels.dtype == tf.int64 and labels.numpy().tolist() == [0, 0, 1, 2, 2, 2]
+    evaluated = next(iter(data.eval_dataset(name, image_shape=(4, 4, 1), batch_size=6)))
+    np.testing.assert_array_equal(cells(images.numpy(), 8), evaluated["image"].numpy())
+    assert evaluated["label"].numpy().tolist() == labels.numpy().tolist()

@@ -24,6 +24,8 @@ MODEL_CASES = {
     "nxn_3_levels": dict(image_shape=(8, 8, 1), levels=3),
     "nxn_bfloat16_networks": dict(network_dtype="bfloat16"),
     "nxn_logit_input": dict(logit_alpha=0.05),
+    # log_prob without labels: the mixture over the classes, which reads every class prior.
+    "nxn_class_conditional": dict(num_classes=3),
 }
 
 
@@ -118,7 +120,7 @@ def test_data_dependent_init_is_not_traced():
         tf.function(model.data_dependent_init)(tf.zeros([2, 8, 8, 3]))
 
 
-def sampling_model():
+def sampling_model(**overrides):
     """TINY with its ActNorms initialised on data and every weight perturbed but the coupling
     networks', which keep their zero-output start (each coupling scales its half by sigmoid(2)).
 
@@ -133,7 +135,7 @@ def sampling_model():
     with a Jacobian of modest condition, and the round trip returns ε to a few 1e-6 (at most
     3.2e-6 over 30 perturbations): the shared round-trip tolerance holds for every draw.
     """
-    model = Glow(ModelConfig(**TINY))
+    model = Glow(ModelConfig(**TINY, **overrides))
     model.data_dependent_init(init_batch(model))
     couplings = {v.ref() for level in model.levels for step in level.bijectors[1:]
                  for v in step.bijectors[2].variables}
@@ -182,6 +184,88 @@ def test_sample_temperature_scales_every_prior():
     seeded = model.sample(2, 1.0, seed=1).numpy()
     np.testing.assert_array_equal(seeded, model.sample(2, 1.0, seed=1).numpy())
     assert not np.allclose(seeded, model.sample(2, 1.0, seed=2).numpy())
+
+
+def conditional_model(classifier=False):
+    """TINY, class-conditional with 3 classes, as :func:`sampling_model` (couplings at their
+    start), with every class prior's mean and log-std drawn at scale 0.3: far from the zero start,
+    so a wrong class, level or channel shows."""
+    model = sampling_model(num_classes=3, classifier=classifier)
+    for variable in model.class_prior.variables:
+        variable.assign(tf.random.stateless_normal(variable.shape, seed=[7, len(variable.name)])
+                        * 0.3)
+    return model
+
+
+def direct_class_log_prob(model, zs, label):
+    """``Σ_l Σ_{h,w,c} log N(ε; μ_l[y], σ_l[y])`` element by element, in float64 numpy."""
+    total = 0.0
+    for z, mean, log_std in zip(zs, model.class_prior.means, model.class_prior.log_stds):
+        z = z.numpy().astype(np.float64)
+        mu, sigma = mean.numpy()[label], np.exp(log_std.numpy()[label].astype(np.float64))
+        total = total + np.sum(-0.5 * ((z - mu) / sigma) ** 2 - np.log(sigma)
+                               - 0.5 * np.log(2 * np.pi), axis=(1, 2, 3))
+    return total
+
+
+def test_class_conditional_log_prob_is_the_class_gaussian_of_every_latent():
+    """``log p(x | y)`` = the flow's log-det + every latent scored element by element under its
+    class's ``N(μ_l[y], σ_l[y])`` (the sufficient-statistics form of ClassPrior against the
+    direct sum); every class at once; the mixture is ``logsumexp − log K``."""
+    model = conditional_model()
+    x = init_batch(model, batch=4)
+    zs, logdet = model.encode(x)
+    per_class = model.class_log_likelihoods(x).numpy()
+    assert per_class.shape == (4, 3)
+    for label in range(3):
+        expected = logdet.numpy() + direct_class_log_prob(model, zs, label)
+        np.testing.assert_allclose(per_class[:, label], expected, rtol=1e-5)
+        labelled = model.log_prob(x, labels=tf.fill([4], label)).numpy()
+        np.testing.assert_allclose(labelled, expected, rtol=1e-5)
+    mixture = np.logaddexp.reduce(per_class, axis=1) - np.log(3)
+    np.testing.assert_allclose(model.log_prob(x).numpy(), mixture, rtol=1e-5)
+    # The classes differ by much more than the tolerance, so a swapped class would show.
+    assert np.min(np.ptp(per_class, axis=1)) > 1.0
+
+
+def test_a_class_conditional_model_starts_as_the_unconditional_one():
+    """Every class prior starts at N(0, I): the same seed's unconditional model scores every
+    class, and the mixture, alike; an unconditional model refuses labels."""
+    plain = Glow(ModelConfig(**TINY))
+    conditional = Glow(ModelConfig(**TINY, num_classes=4, classifier=True))
+    x = init_batch(plain, batch=3)
+    expected = plain.log_prob(x).numpy()
+    np.testing.assert_allclose(conditional.log_prob(x).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(conditional.log_prob(x, labels=[0, 2, 3]).numpy(), expected,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(conditional.class_prior.logits(conditional.encode(x)[0]), 0.0)
+    with pytest.raises(ValueError, match="not class-conditional"):
+        plain.log_prob(x, labels=[0, 1, 2])
+    with pytest.raises(ValueError, match="not class-conditional"):
+        plain.sample(3, labels=[0, 1, 2])
+
+
+def test_class_conditional_samples_draw_from_their_class_prior():
+    """``sample(n, T, seed, labels)`` decodes ``ε_l = μ_l[y] + T·σ_l[y]·η_l`` with ``η_l`` the
+    seeded standard-normal draw: ``encode`` gives those ε back (the round-trip tolerance, see
+    :func:`sampling_model`); at T = 0 every sample of a class is that class's mean. Without
+    labels the classes are drawn from the seed."""
+    model = conditional_model()
+    labels = tf.constant([2, 0, 1, 2])
+    for temperature in (0.0, 0.5):
+        zs, _ = model.encode(model.sample(4, temperature, seed=11, labels=labels))
+        for index, (z, mean, log_std) in enumerate(zip(zs, model.class_prior.means,
+                                                       model.class_prior.log_stds)):
+            eta = tf.random.stateless_normal([4, *model.latent_shapes[index]], seed=[11, index])
+            expected = (tf.gather(mean, labels)[:, None, None, :] + temperature
+                        * tf.exp(tf.gather(log_std, labels))[:, None, None, :] * eta)
+            np.testing.assert_allclose(z.numpy(), expected.numpy(),
+                                       atol=flow_checks.ROUND_TRIP_TOLERANCE)
+    drawn = model.sample(6, 0.0, seed=3).numpy()
+    np.testing.assert_array_equal(drawn, model.sample(6, 0.0, seed=3).numpy())
+    # At T = 0 a sample is its class's mean: six samples show at most three images.
+    distinct = {tuple(np.round(image.ravel(), 4)) for image in drawn}
+    assert 1 <= len(distinct) <= 3
 
 
 def test_checkpoint_round_trip(tmp_path):

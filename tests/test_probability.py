@@ -161,3 +161,35 @@ def test_sample_decodes_the_base_draw():
     np.testing.assert_allclose(samples.numpy(), expected.numpy(), atol=1e-6)
     traced = tf.function(lambda: distribution.sample(5, seed=[1, 2]))()
     np.testing.assert_allclose(traced.numpy(), samples.numpy(), atol=1e-5)
+
+
+def test_a_class_conditional_model_is_its_class_prior_or_their_mixture():
+    """Of a class-conditional model (class priors perturbed far from their start), the
+    distribution of a label scores ``log p(x | label)`` and draws latents of that class; without
+    a label it scores the mixture, the model's own ``log_prob(x)``. A bad label is refused."""
+    model = Glow(ModelConfig(image_shape=IMAGE_SHAPE, levels=2, steps_per_level=2,
+                             hidden_width=8, num_classes=3))
+    x = tf.random.stateless_uniform([16, *IMAGE_SHAPE], seed=[3, 4]) - 0.5
+    model.data_dependent_init(x)
+    flow_checks.perturb(model.variables, scale=0.05)
+    for variable in model.class_prior.variables:
+        variable.assign(tf.random.stateless_normal(variable.shape, seed=[1, 2]) * 0.5)
+    x = x[:3]
+    assert_log_prob_is_the_models(as_distribution(model), model, x)
+    for label in range(3):
+        np.testing.assert_allclose(as_distribution(model, label).log_prob(x).numpy(),
+                                   model.log_prob(x, labels=[label] * 3).numpy(),
+                                   rtol=1e-5, atol=1e-4)
+    # The classes' scores differ by far more than the tolerance.
+    scores = [as_distribution(model, k).log_prob(x).numpy() for k in range(3)]
+    assert np.min(np.ptp(scores, axis=0)) > 1.0
+    # A sample of class 2 encodes to latents whose mean per channel is near class 2's mean.
+    samples = as_distribution(model, 2).sample(400, seed=5)
+    zs, _ = model.encode(samples)
+    for z, mean in zip(zs, model.class_prior.means):
+        np.testing.assert_allclose(tf.reduce_mean(z, axis=[0, 1, 2]).numpy(), mean[2].numpy(),
+                                   atol=0.15)
+    with pytest.raises(ValueError, match="label must be a class in 0..2, got 3"):
+        as_distribution(model, 3)
+    with pytest.raises(ValueError, match="not class-conditional"):
+        as_distribution(initialised_model()[0], 0)

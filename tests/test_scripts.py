@@ -276,6 +276,90 @@ def test_a_broken_model_is_reported_not_rendered(trained_mnist, tmp_path, mnist_
     assert not (tmp_path / "pictures").exists()
 
 
+@pytest.fixture(scope="module")
+def conditional_mnist(tmp_path_factory, mnist_data_dir):
+    """A tiny class-conditional MNIST run with a classifier, 30 steps."""
+    run = tmp_path_factory.mktemp("conditional_run") / "run"
+    result = run_script("train.py", *TINY_MNIST, f"--workdir={run}",
+                        f"--data_dir={mnist_data_dir}", "--train_steps=30",
+                        "--class_conditional", "--class_weight=0.01",
+                        "--per_replica_batch_size=16", "--init_batch_size=32",
+                        "--log_every_steps=10", "--eval_every_steps=30", "--eval_max_batches=1",
+                        "--eval_batch_size=64")
+    return run, result
+
+
+def test_a_class_conditional_run_trains_evaluates_and_samples_one_class(conditional_mnist,
+                                                                         tmp_path,
+                                                                         mnist_data_dir):
+    """--class_conditional end to end: the run's model has MNIST's 10 classes and a classifier,
+    the periodic evaluation reports the class scores, evaluate.py writes them, and sample.py
+    --label=3 draws the grid the model draws for class 3 (and, without it, every class in
+    turn)."""
+    run, result = conditional_mnist
+    config = RunFolder(str(run)).load_config()
+    assert config.model.num_classes == 10 and config.model.classifier
+    assert config.train.class_weight == 0.01
+    assert "Bayes-rule accuracy" in result.stdout and "classifier accuracy" in result.stdout
+    test = [json.loads(line) for line in open(run / "metrics.jsonl")][-1]
+    assert test["kind"] == "test" and 0 <= test["classifier_accuracy"] <= 1
+    evaluated = run_script("evaluate.py", f"--workdir={run}", f"--data_dir={mnist_data_dir}",
+                           f"--output={tmp_path / 'eval.json'}", "--batch_size=1000")
+    assert "given each image's class" in evaluated.stdout
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert scores["num_images"] == 10000
+    classes = scores["classes"]
+    assert set(classes) == {"marginal_bits_per_dim", "marginal_standard_error",
+                            "bayes_accuracy", "classifier_accuracy"}
+    # p(x) = (1/10) Σ_k p(x | k) ≥ p(x | y)/10: the mixture costs each image at most log2(10)
+    # bits more than its own class, log2(10)/784 per dimension.
+    gap = classes["marginal_bits_per_dim"] - scores["bits_per_dim"]
+    assert gap <= np.log2(10) / 784
+    loaded = RunFolder(str(run)).load_model()
+    for label, name in (([3] * 8, "one"), (None, "every")):
+        out = tmp_path / name
+        run_script("sample.py", f"--workdir={run}", f"--data_dir={mnist_data_dir}",
+                   f"--output_dir={out}", "--temperatures=0.7", "--num_samples=8", "--seed=4",
+                   *(["--label=3"] if label else []))
+        written = tf.io.decode_png(tf.io.read_file(str(out / "samples_t0.70.png"))).numpy()
+        expected = sampling.sample_grid(loaded.model, 8, 0.7, 4, labels=label).numpy()
+        np.testing.assert_array_equal(written, expected)
+    assert sampling.class_order(loaded.model, 20).numpy().tolist() == [
+        k for k in range(10) for _ in range(2)]
+    unknown = run_script("sample.py", f"--workdir={run}", f"--data_dir={mnist_data_dir}",
+                         f"--output_dir={tmp_path / 'none'}", "--label=eleven", expect_ok=False)
+    assert "--label: no class 'eleven'; the classes are 0, 1, 2" in one_error_line(unknown)
+
+
+def test_class_scores_are_those_of_the_models_class_likelihoods(conditional_mnist,
+                                                               mnist_data_dir):
+    """evaluate()'s numbers of a class-conditional model against its own log p(x | k) for every
+    class, computed here one image batch at a time: the bits/dim given the true class, the
+    mixture's, and the accuracy of argmax_k (Bayes' rule) and of the classifier's logits."""
+    loaded = RunFolder(str(conditional_mnist[0])).load_model()
+    model = loaded.model
+    split = data.eval_dataset("mnist", image_shape=(28, 28, 1), batch_size=200,
+                              data_dir=mnist_data_dir)
+    result = evaluation.evaluate(model, split, seed=3, max_batches=2)
+    batches = list(split.take(2))
+    images = tf.concat([b["image"] for b in batches], 0)
+    index = tf.concat([b["index"] for b in batches], 0)
+    labels = tf.concat([b["label"] for b in batches], 0).numpy()
+    x = objectives.dequantize(images, 8, data.evaluation_noise(index, (28, 28, 1), 3))
+    per_class = model.class_log_likelihoods(x).numpy().astype(np.float64)
+    to_bits = lambda log_prob: (-log_prob + 784 * 8 * np.log(2)) / (784 * np.log(2))  # noqa: E731
+    conditional = to_bits(per_class[np.arange(400), labels])
+    marginal = to_bits(np.logaddexp.reduce(per_class, axis=1) - np.log(10))
+    assert result.num_images == 400
+    np.testing.assert_allclose(result.bits_per_dim, conditional.mean(), rtol=1e-5)
+    np.testing.assert_allclose(result.classes.marginal_bits_per_dim, marginal.mean(), rtol=1e-5)
+    assert result.classes.bayes_accuracy == np.mean(per_class.argmax(1) == labels)
+    logits = model.class_prior.logits(model.encode(x)[0]).numpy()
+    assert result.classes.classifier_accuracy == np.mean(logits.argmax(1) == labels)
+    # 30 steps taught the classifier something: above chance (0.1) on 400 images.
+    assert result.classes.classifier_accuracy > 0.2
+
+
 def train(*flags):
     """A train.py command of the tiny model into {tmp}/w, with ``flags`` last (they win)."""
     return ["train.py", *TINY_MNIST, "--workdir={tmp}/w", *flags]
@@ -388,6 +472,14 @@ BAD_INPUTS = [
      "sample_temperature must be a number >= 0.0"),
     ("train.py", "jit_compile", train("--mixing=periodic", "--jit_compile"), "drop --jit_compile"),
     ("train.py", "remat", train("--remat=maybe"), NOT_BOOLEAN),
+    ("train.py", "class_conditional", train("--class_conditional=maybe"), NOT_BOOLEAN),
+    ("train.py", "class_conditional", train("--class_conditional", "--dataset=folder:{tmp}/images"),
+     "{tmp}/images/0.png (and 1 more) is in no class subdirectory"),
+    ("train.py", "class_conditional", train("--class_conditional", "--preset=imagenet32",
+                                            "--dataset=imagenet32"), "has no class labels"),
+    ("train.py", "class_weight", train("--class_weight=0.01"), "add --class_conditional"),
+    ("train.py", "class_weight", train("--class_conditional", "--class_weight=-1"),
+     "class_weight must be a number >= 0.0, got -1.0"),
     ("train.py", "step_timeout_seconds", train("--step_timeout_seconds=-1"),
      "step_timeout_seconds must be a number >= 0.0"),
     ("train.py", "flagfile", train("--flagfile={tmp}/none.cfg"), "Unable to open flagfile"),
@@ -444,6 +536,7 @@ BAD_INPUTS = [
     ("sample.py", "edit_scales", sample("--edit_scales="), "at least one scale"),
     ("sample.py", "edit_examples", sample("--edit_examples=0"),
      "--edit_examples must be an integer >= 1"),
+    ("sample.py", "label", sample("--label=3"), "this run's model is not one"),
     ("sample.py", "output_dir", sample("--output_dir={tmp}/file"),
      "--output_dir {tmp}/file: {tmp}/file is a file"),
     ("export.py", "workdir", ["export.py", "--output={tmp}/exported"], "--workdir is required"),

@@ -488,7 +488,7 @@ def test_an_unreadable_newest_checkpoint_is_set_aside_and_the_one_before_resumed
         summary = training.train(tiny_run(train_steps=6), str(tmp_path), log=lines.append)
     unreadable = tmp_path / "checkpoints" / "unreadable"
     warnings = [line for line in lines if line.startswith("warning:")]
-    assert len(warnings) == 1 and f"ckpt-4 cannot be read" in warnings[0], lines
+    assert len(warnings) == 1 and "ckpt-4 cannot be read" in warnings[0], lines
     assert f"moved to {unreadable}" in warnings[0]
     assert any(line.startswith("resumed from") and line.endswith("ckpt-2 at step 2")
                for line in lines), lines
@@ -589,3 +589,41 @@ def test_config_json_is_the_whole_run(tmp_path, mocked_tfds):
     with mocked_tfds(num_examples=40):
         training.train(run, str(tmp_path), log=quiet)
     assert RunFolder(str(tmp_path)).load_config() == run
+
+
+@pytest.mark.parametrize("class_weight", [0.0, 1.0])
+def test_a_class_conditional_step_learns_the_class_priors_and_the_classifier(tmp_path,
+                                                                              class_weight):
+    """One step of a class-conditional model on ``(x, labels)``: it reports the bits/dim given
+    the labels (not the classifier's term), and moves the class priors of the labels it saw
+    (not the others', whose gradient is zero); the classifier exists and moves exactly when
+    ``class_weight > 0``. With remat the step is the same."""
+    model = dataclasses.replace(TINY_CIFAR, num_classes=4, classifier=class_weight > 0)
+    x = tf.random.stateless_uniform([8, 32, 32, 3], seed=[5, 6]) - 0.5
+    labels = tf.constant([0, 1, 0, 1, 2, 2, 0, 1], tf.int64)  # class 3 is absent
+    outputs, moved = [], []
+    for remat in (False, True):
+        trainer = training.Trainer(tiny_run(model, learning_rate=1e-3, class_weight=class_weight,
+                                            remat=remat),
+                                   str(tmp_path / str(remat)), log=quiet)
+        trainer.model.data_dependent_init(x)
+        prior = trainer.model.class_prior
+        expected = float(tf.reduce_mean(trainer.model.bits_per_dim(
+            tf.cast(tf.floor((x + 0.5) * 256), tf.uint8), ((x + 0.5) * 256) % 1.0, labels)))
+        before = [v.numpy().copy() for v in prior.variables]
+        outputs.append([float(t) for t in trainer._train_step((x, labels))])
+        np.testing.assert_allclose(outputs[-1][0], expected, rtol=1e-5)
+        changes = {v.name.split("/")[-1].split(":")[0]: np.abs(v.numpy() - b)
+                   for v, b in zip(prior.variables, before)}
+        assert (len(changes) == 2 * len(trainer.model.latent_shapes)
+                + (2 if class_weight else 0))
+        for name, change in changes.items():
+            if name.startswith(("mean", "log_std")):
+                assert change[:3].max() > 1e-4, name  # Adam's first step: about the lr
+                assert change[3].max() == 0, name
+            else:
+                assert change.max() > 1e-4, name
+        moved.append([v.numpy() for v in trainer.model.trainable_variables])
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5)
+    for a, b in zip(*moved):
+        np.testing.assert_allclose(a, b, atol=2e-5)

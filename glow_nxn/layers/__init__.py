@@ -10,7 +10,7 @@ from glow_nxn.layers.emerging import EmergingConv
 from glow_nxn.layers.logit import Logit
 from glow_nxn.layers.mixing import (InvertibleNxNConv, Invertible1x1Conv, InvertibleShift,
                                     ReversePermutation, ShufflePermutation)
-from glow_nxn.layers.multiscale import LearnedPrior, Split, Squeeze
+from glow_nxn.layers.multiscale import ClassPrior, LearnedPrior, Split, Squeeze
 from glow_nxn.layers.periodic import PeriodicConv
 from glow_nxn.layers.shifted import ShiftedNxNConv
 
@@ -45,7 +45,8 @@ COUPLINGS = {
 }
 
 __all__ = [
-    "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "Chain", "COUPLINGS",
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "Bijector", "Chain", "ClassPrior",
+    "COUPLINGS",
     "EmergingConv", "InvertibleNxNConv", "Invertible1x1Conv", "InvertibleShift", "LearnedPrior",
     "Logit",
     "MIXINGS", "NOT_XLA_COMPILABLE", "PeriodicConv", "ReversePermutation", "ShiftedNxNConv", "ShufflePermutation",

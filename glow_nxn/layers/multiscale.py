@@ -6,8 +6,11 @@ So :class:`Split` and :class:`LearnedPrior` map to ``ε`` with log-det ``−Σ l
 scores every latent under ``N(0, I)``, and sampling at temperature ``T`` draws ``ε ~ N(0, T²I)``,
 which is ``z ~ N(μ, (T·σ)²)``: the temperature scales the standard deviation of every prior.
 """
+import math
+
 import tensorflow as tf
 
+from glow_nxn.keras import keras
 from glow_nxn.layers.base import Bijector, batch_logdet, spatial_size, sum_over_pixels
 from glow_nxn.layers.nn import ZeroConv2D
 
@@ -81,3 +84,95 @@ class LearnedPrior(Bijector):
 
     def _inverse(self, eps):
         return self.mean + eps * tf.exp(self.log_std), -self._logdet(eps)
+
+
+class ClassPrior(keras.layers.Layer):
+    r"""The class-conditional prior of the latents (Glow's ``ycond``), and an optional classifier.
+
+    A class-conditional Glow scores the latents ``ε_1 … ε_L`` (``ε_l: [B, H_l, W_l, C_l]``, what
+    the unconditional model scores under ``N(0, I)``) of an image of class ``y ∈ {0 … K−1}``
+    under
+
+    .. math::  ε_l \sim N\big(μ_l[y],\ \mathrm{diag}\, σ_l[y]^2\big),
+
+    per-class and per-channel ``μ_l, log σ_l: [K, C_l]`` broadcast over the pixels, both zero at
+    construction (every class starts at the unconditional ``N(0, I)``). Through the standardising
+    split and top priors (module docstring) every split's and the top's prior becomes
+    class-dependent: ``z₂ ~ N(μ(z₁) + σ(z₁)·μ_l[y], (σ(z₁)·σ_l[y])²)``. The flow itself does
+    not see the class: ``encode`` and ``decode`` are the unconditional model's, and only the
+    scoring and drawing of latents depend on ``y``.
+
+    With ``n = H_l·W_l`` and the per-channel sums ``S₁ = Σ_{h,w} ε``, ``S₂ = Σ_{h,w} ε²``
+    (``[B, C_l]``), the log-density of level ``l`` under class ``k`` is
+
+    .. math::  -\tfrac12 \sum_c \frac{S_{2,c} - 2 μ_{kc} S_{1,c} + n μ_{kc}^2}{σ_{kc}^2}
+               - n \sum_c \log σ_{kc} - \tfrac{n C_l}{2} \log 2π,
+
+    so :meth:`log_prob_per_class` scores all ``K`` classes from ``[B, C_l]`` sums (in float64,
+    where the three terms cancel) instead of ``K`` passes over ``[B, H_l, W_l, C_l]``; a
+    class-conditional model's cost is the unconditional one's.
+
+    ``classifier``: logits ``[B, K] = mean_{h,w}(ε_L)·A + b`` of the top latent, zero at
+    construction (Glow's ``y_logits``); trained with ``TrainConfig.class_weight``.
+    """
+
+    def __init__(self, num_classes, latent_channels, classifier=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.means, self.log_stds = [], []
+        for level, channels in enumerate(latent_channels):
+            self.means.append(self.add_weight(name=f"mean_{level}",
+                                              shape=[num_classes, channels],
+                                              initializer="zeros"))
+            self.log_stds.append(self.add_weight(name=f"log_std_{level}",
+                                                 shape=[num_classes, channels],
+                                                 initializer="zeros"))
+        self.classifier = None
+        if classifier:
+            self.classifier = (
+                self.add_weight(name="classifier_kernel",
+                                shape=[latent_channels[-1], num_classes], initializer="zeros"),
+                self.add_weight(name="classifier_bias", shape=[num_classes],
+                                initializer="zeros"))
+        self.built = True
+
+    def log_prob_per_class(self, zs):
+        """``log p(ε_1 … ε_L | y = k)`` for every class ``k``: float32 ``[B, K]``."""
+        total = 0.0
+        for z, mean, log_std in zip(zs, self.means, self.log_stds):
+            z = tf.cast(z, tf.float64)
+            mean, log_std = tf.cast(mean, tf.float64), tf.cast(log_std, tf.float64)
+            pixels = tf.cast(tf.shape(z)[1] * tf.shape(z)[2], tf.float64)
+            sum1 = tf.reduce_sum(z, axis=[1, 2])  # [B, C]
+            sum2 = tf.reduce_sum(tf.square(z), axis=[1, 2])
+            squares = (sum2[:, None, :] - 2.0 * mean[None] * sum1[:, None, :]
+                       + pixels * tf.square(mean)[None])  # [B, K, C]: Σ_hw (ε − μ_k)²
+            total += (-0.5 * tf.reduce_sum(squares * tf.exp(-2.0 * log_std)[None], axis=-1)
+                      - pixels * tf.reduce_sum(log_std, axis=-1)[None]
+                      - 0.5 * pixels * tf.cast(tf.shape(z)[3], tf.float64)
+                      * math.log(2.0 * math.pi))
+        return tf.cast(total, tf.float32)
+
+    def log_prob(self, zs, labels):
+        """``log p(ε_1 … ε_L | y = labels)``: ``[B]``, for int ``labels [B]`` in ``0 … K−1``."""
+        return tf.gather(self.log_prob_per_class(zs), tf.cast(labels, tf.int32), axis=1,
+                         batch_dims=1)
+
+    def marginal_log_prob(self, zs):
+        """``log p(ε_1 … ε_L) = log (1/K) Σ_k p(ε | k)``, the mixture over equally likely
+        classes: ``[B]``. A class-conditional model is also a density of images alone."""
+        return (tf.reduce_logsumexp(self.log_prob_per_class(zs), axis=1)
+                - math.log(self.num_classes))
+
+    def draw(self, etas, labels, temperature):
+        """Latents of class ``labels [B]`` from standard-normal ``etas`` (shaped as the
+        latents): ``ε_l = μ_l[y] + T·σ_l[y]·η_l``, the temperature ``T`` scaling every std."""
+        labels = tf.cast(labels, tf.int32)
+        return [tf.gather(mean, labels)[:, None, None, :]
+                + temperature * tf.exp(tf.gather(log_std, labels))[:, None, None, :] * eta
+                for eta, mean, log_std in zip(etas, self.means, self.log_stds)]
+
+    def logits(self, zs):
+        """The classifier's logits ``[B, K]`` from the top latent ``zs[-1]``."""
+        kernel, bias = self.classifier
+        return tf.reduce_mean(zs[-1], axis=[1, 2]) @ kernel + bias
