@@ -41,6 +41,9 @@ from glow_nxn.errors import GlowError, UserError, as_user_error  # noqa: E402
 from glow_nxn.run_folder import RunFolder  # noqa: E402
 
 FLAGS = flags.FLAGS
+# The defaults of train.py's flags are the configs' own: one place states each.
+_TRAIN = {field.name: field.default for field in dataclasses.fields(run_configs.TrainConfig)}
+_DATA = {field.name: field.default for field in dataclasses.fields(run_configs.DataConfig)}
 _MODEL_OVERRIDES = ("levels", "steps_per_level", "hidden_width", "mixing", "coupling",
                     "learn_top", "n_bits", "network_dtype", "logit_alpha")
 
@@ -60,7 +63,8 @@ def define_model_flags():
                        "with this alpha in (0, 0.5) before the first level; 0: none")
     flags.DEFINE_enum("network_dtype", None, list(run_configs.NETWORK_DTYPES),
                       "override: arithmetic of the coupling networks (bfloat16: mixed precision)")
-    flags.DEFINE_integer("seed", 0, "seed of the initial weights, data order and noise")
+    flags.DEFINE_integer("seed", _TRAIN["seed"], "seed of the initial weights, data order and "
+                         "noise")
 
 
 def define_data_flags(for_training=True):
@@ -74,79 +78,93 @@ def define_data_flags(for_training=True):
     flags.DEFINE_string("data_dir", None, "where tensorflow-datasets keeps prepared datasets")
     flags.DEFINE_string("manual_dir", None, "the folder of manually downloaded dataset files "
                         "(default for mnist: the repository's data/mnist)")
-    flags.DEFINE_enum("on_bad_image", "skip" if for_training else None,
+    flags.DEFINE_enum("on_bad_image", _DATA["on_bad_image"] if for_training else None,
                       list(run_configs.ON_BAD_IMAGE), "a file of a folder: dataset that cannot "
                       "be decoded: skip it (a warning names it) or stop with an error naming it"
                       + ("" if for_training else "; default: the training run's"))
     if for_training:
-        flags.DEFINE_integer("shuffle_buffer", 0, "examples in the shuffle buffer of the "
-                             "training data (1: the stored order; 0: the whole split for a "
-                             "folder, 10,000 for a named dataset)")
-        flags.DEFINE_integer("augment_shift", 0, "random-shift augmentation by up to N pixels "
-                             "(Glow used it on CIFAR-10; 0: off)")
+        flags.DEFINE_integer("shuffle_buffer", _DATA["shuffle_buffer"], "examples in the shuffle "
+                             "buffer of the training data (1: the stored order; 0: the whole "
+                             "split for a folder, 10,000 for a named dataset)")
+        flags.DEFINE_integer("augment_shift", _DATA["augment_shift"], "random-shift augmentation "
+                             "by up to N pixels (Glow used it on CIFAR-10; 0: off)")
 
 
 def define_train_flags():
     flags.DEFINE_string("workdir", None, "folder for checkpoints, config.json, metrics and "
                         "summaries; an existing run there is resumed")
-    flags.DEFINE_integer("per_replica_batch_size", 64, "images per process per step (the "
-                         "global batch is this times the number of processes)")
-    flags.DEFINE_integer("init_batch_size", 256, "images per process for the data-dependent "
-                         "ActNorm init")
-    flags.DEFINE_enum("optimizer", "adam", list(run_configs.OPTIMIZERS), "adam (the paper) or "
-                      "adamax (Glow)")
-    flags.DEFINE_float("learning_rate", 3e-3, "peak learning rate (the paper: 1e-3, which its "
-                       "flagfiles in configs/ keep)")
-    flags.DEFINE_boolean("scale_lr_by_workers", False, "multiply the learning rate by the "
-                         "number of processes")
-    flags.DEFINE_integer("warmup_steps", 200, "linear learning-rate warm-up, in steps")
-    flags.DEFINE_enum("lr_schedule", "cosine", list(run_configs.LR_SCHEDULES),
+    flags.DEFINE_integer("per_replica_batch_size", _TRAIN["per_replica_batch_size"], "images per "
+                         "process per step (the global batch is this times the number of "
+                         "processes)")
+    flags.DEFINE_integer("init_batch_size", _TRAIN["init_batch_size"], "images per process for "
+                         "the data-dependent ActNorm init")
+    flags.DEFINE_enum("optimizer", _TRAIN["optimizer"], list(run_configs.OPTIMIZERS), "adam (the "
+                      "paper) or adamax (Glow)")
+    flags.DEFINE_float("learning_rate", _TRAIN["learning_rate"], "peak learning rate (the paper: "
+                       "1e-3, which its flagfiles in configs/ keep)")
+    flags.DEFINE_boolean("scale_lr_by_workers", _TRAIN["scale_lr_by_workers"], "multiply the "
+                         "learning rate by the number of processes")
+    flags.DEFINE_integer("warmup_steps", _TRAIN["warmup_steps"], "linear learning-rate warm-up, "
+                         "in steps")
+    flags.DEFINE_enum("lr_schedule", _TRAIN["lr_schedule"], list(run_configs.LR_SCHEDULES),
                       "cosine: decay to --lr_floor over --train_steps or --max_train_seconds; "
                       "constant: the paper's")
-    flags.DEFINE_float("lr_floor", 0.0, "the cosine's final learning rate, as a fraction of "
-                       "the peak")
-    flags.DEFINE_float("grad_clip_norm", 100.0, "clip gradients to this global norm (0: off)")
-    flags.DEFINE_float("ema_decay", 0.995, "decay of the weights' moving average that "
-                       "evaluation and sampling use (0: off)")
-    flags.DEFINE_integer("train_steps", 100_000, "stop after this many steps; the cosine "
-                         "schedule spans them")
-    flags.DEFINE_float("max_train_seconds", 0.0, "training time budget of the whole run, "
-                       "summed over resumptions (0: none); the cosine schedule spans it")
-    flags.DEFINE_float("spike_threshold", 0.3, "a loss spike: the mean of the last "
-                       "--spike_window losses this many bits/dim above its lowest (0: off)")
-    flags.DEFINE_integer("spike_window", 50, "steps the loss-spike detector averages")
-    flags.DEFINE_integer("max_recoveries", 5, "roll-backs after a spike or non-finite losses "
-                         "before training stops")
-    flags.DEFINE_float("recovery_lr_factor", 0.5, "learning-rate factor after each roll-back")
-    flags.DEFINE_integer("max_consecutive_nonfinite", 20, "non-finite losses in a row that "
-                         "count as divergence")
-    flags.DEFINE_integer("log_every_steps", 50, "progress line, summaries and metrics.jsonl "
+    flags.DEFINE_float("lr_floor", _TRAIN["lr_floor"], "the cosine's final learning rate, as a "
+                       "fraction of the peak")
+    flags.DEFINE_float("grad_clip_norm", _TRAIN["grad_clip_norm"], "clip gradients to this global "
+                       "norm (0: off)")
+    flags.DEFINE_float("ema_decay", _TRAIN["ema_decay"], "decay of the weights' moving average "
+                       "that evaluation and sampling use (0: off)")
+    flags.DEFINE_integer("train_steps", _TRAIN["train_steps"], "stop after this many steps; the "
+                         "cosine schedule spans them")
+    flags.DEFINE_float("max_train_seconds", _TRAIN["max_train_seconds"], "training time budget of "
+                       "the whole run, summed over resumptions (0: none); the cosine schedule "
+                       "spans it")
+    flags.DEFINE_float("spike_threshold", _TRAIN["spike_threshold"], "a loss spike: the mean of "
+                       "the last --spike_window losses this many bits/dim above its lowest (0: "
+                       "off)")
+    flags.DEFINE_integer("spike_window", _TRAIN["spike_window"], "steps the loss-spike detector "
+                         "averages")
+    flags.DEFINE_integer("max_recoveries", _TRAIN["max_recoveries"], "roll-backs after a spike or "
+                         "non-finite losses before training stops")
+    flags.DEFINE_float("recovery_lr_factor", _TRAIN["recovery_lr_factor"], "learning-rate factor "
+                       "after each roll-back")
+    flags.DEFINE_integer("max_consecutive_nonfinite", _TRAIN["max_consecutive_nonfinite"],
+                         "non-finite losses in a row that count as divergence")
+    flags.DEFINE_integer("log_every_steps", _TRAIN["log_every_steps"], "progress line, summaries "
+                         "and metrics.jsonl every N steps")
+    flags.DEFINE_integer("checkpoint_every_steps", _TRAIN["checkpoint_every_steps"], "checkpoint "
                          "every N steps")
-    flags.DEFINE_integer("checkpoint_every_steps", 1000, "checkpoint every N steps")
-    flags.DEFINE_integer("keep_checkpoints", 3, "keep the newest N checkpoints")
-    flags.DEFINE_integer("eval_every_steps", 2000, "test bits/dim and samples every N steps "
-                         "(0: never)")
-    flags.DEFINE_integer("eval_max_batches", 0, "batches per process for the periodic test "
-                         "evaluation (0: the whole test split)")
-    flags.DEFINE_integer("eval_batch_size", 256, "evaluation images per process per batch")
-    flags.DEFINE_enum("eval_weights", "ema", list(run_configs.WEIGHTS), "weights of the "
-                      "periodic evaluation: ema (the moving average) or raw")
-    flags.DEFINE_integer("num_samples", 16, "samples in the periodic sample grid")
-    flags.DEFINE_float("sample_temperature", 0.7, "temperature of the periodic sample grid")
-    flags.DEFINE_boolean("jit_compile", False, "compile the training step with XLA")
-    flags.DEFINE_boolean("remat", False, "recompute each flow step's activations in the "
+    flags.DEFINE_integer("keep_checkpoints", _TRAIN["keep_checkpoints"], "keep the newest N "
+                         "checkpoints")
+    flags.DEFINE_integer("eval_every_steps", _TRAIN["eval_every_steps"], "test bits/dim and "
+                         "samples every N steps (0: never)")
+    flags.DEFINE_integer("eval_max_batches", _TRAIN["eval_max_batches"], "batches per process for "
+                         "the periodic test evaluation (0: the whole test split)")
+    flags.DEFINE_integer("eval_batch_size", _TRAIN["eval_batch_size"], "evaluation images per "
+                         "process per batch")
+    flags.DEFINE_enum("eval_weights", _TRAIN["eval_weights"], list(run_configs.WEIGHTS), "weights "
+                      "of the periodic evaluation: ema (the moving average) or raw")
+    flags.DEFINE_integer("num_samples", _TRAIN["num_samples"], "samples in the periodic sample "
+                         "grid")
+    flags.DEFINE_float("sample_temperature", _TRAIN["sample_temperature"], "temperature of the "
+                       "periodic sample grid")
+    flags.DEFINE_boolean("jit_compile", _TRAIN["jit_compile"], "compile the training step with "
+                         "XLA")
+    flags.DEFINE_boolean("remat", _TRAIN["remat"], "recompute each flow step's activations in the "
                          "backward pass instead of keeping them: less memory per image, about "
                          "one more forward pass per step, the same gradients "
                          "(docs/PERFORMANCE.md)")
     flags.DEFINE_boolean("class_conditional", False, "a class-conditional model: every "
                          "latent's prior depends on the image's class (Glow's ycond; the "
                          "dataset's labels, or a folder's <split>/<class>/ subdirectories)")
-    flags.DEFINE_float("class_weight", 0.0, "with --class_conditional: add a classifier on the "
-                       "top latent, its cross-entropy in bits per image weighted by this "
-                       "(0: no classifier)")
-    flags.DEFINE_float("step_timeout_seconds", 1800.0, "end the job (exit 70) when no training "
-                       "step completes for this long, e.g. because a process hangs; it must "
-                       "exceed a step plus an evaluation plus a checkpoint write (0: never)")
+    flags.DEFINE_float("class_weight", _TRAIN["class_weight"], "with --class_conditional: add a "
+                       "classifier on the top latent, its cross-entropy in bits per image "
+                       "weighted by this (0: no classifier)")
+    flags.DEFINE_float("step_timeout_seconds", _TRAIN["step_timeout_seconds"], "end the job (exit "
+                       "70) when no training step completes for this long, e.g. because a process "
+                       "hangs; it must exceed a step plus an evaluation plus a checkpoint write "
+                       "(0: never)")
 
 
 def define_restore_flags():

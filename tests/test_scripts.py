@@ -700,3 +700,19 @@ def test_sigterm_and_sigint_stop_after_a_checkpoint_and_the_same_command_resumes
         # A few tiny steps and one 50 kB checkpoint, on a busy 2-core machine.
         assert seconds < 30, seconds
         stopped_at = step
+
+
+def test_train_flags_default_to_the_configs_defaults():
+    """train.py with no flag but --workdir describes the run of the configs' own defaults: the
+    mnist preset, DataConfig() and TrainConfig(), so no default is stated twice."""
+    code = ("import sys; sys.argv = ['train.py', '--workdir=w']; "
+            "import flags as f; f.define_model_flags(); f.define_data_flags(); "
+            "f.define_train_flags(); f.FLAGS(sys.argv); "
+            "from glow_nxn.config import DataConfig, TrainConfig, preset; "
+            "run = f.run_config(); "
+            "assert run.train == TrainConfig(), run.train; "
+            "assert run.data == DataConfig(), run.data; "
+            "assert run.model == preset('mnist'), run.model; print('same')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=script_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "same", result.stderr[-2000:]
