@@ -166,6 +166,35 @@ def test_evaluate_under_horovodrun_reports_the_single_process_bits_per_dim(equiv
     assert two["standard_error"] == pytest.approx(one["standard_error"], rel=1e-9, abs=0)
 
 
+def test_a_class_conditional_run_under_horovodrun_trains_and_scores_as_one_process(
+        equivalence, mnist_data_dir):
+    """A class-conditional model with a classifier: 2 processes with batch 8 end within float32
+    tolerance of 1 process with batch 16 (each rank's labels travel with its own images), and
+    evaluate.py under horovodrun gathers the same class scores as one process."""
+    root = equivalence.root
+    common = [*equivalence.common, f"--data_dir={mnist_data_dir}", "--class_conditional",
+              "--class_weight=0.01"]
+    horovodrun("train.py", *common, f"--workdir={root / 'cond_two'}",
+               "--per_replica_batch_size=8", "--init_batch_size=16")
+    run_script("train.py", *common, f"--workdir={root / 'cond_one'}",
+               "--per_replica_batch_size=16", "--init_batch_size=32")
+    assert RunFolder(str(root / "cond_two")).load_config().model.num_classes == 10
+    difference = max_weight_difference(root / "cond_two", root / "cond_one")
+    assert difference < WEIGHT_TOLERANCE, difference
+    run = root / "cond_one"
+    scores = [f"--workdir={run}", f"--data_dir={mnist_data_dir}", "--batch_size=500"]
+    run_script("evaluate.py", *scores, f"--output={run / 'one.json'}")
+    horovodrun("evaluate.py", *scores, f"--output={run / 'two.json'}")
+    one = json.loads((run / "one.json").read_text())
+    two = json.loads((run / "two.json").read_text())
+    assert two["processes"] == 2 and two["num_images"] == 10000
+    assert two["bits_per_dim"] == pytest.approx(one["bits_per_dim"], rel=1e-9, abs=0)
+    for name in ("bayes_accuracy", "classifier_accuracy"):
+        assert two["classes"][name] == one["classes"][name]
+    assert two["classes"]["marginal_bits_per_dim"] == pytest.approx(
+        one["classes"]["marginal_bits_per_dim"], rel=1e-9, abs=0)
+
+
 # A folder of images whose pixels name their index, so each rank's record says what it drew. A run
 # in which rank 1 dies before step 5, then the same job resumed to step 6.
 
