@@ -134,6 +134,8 @@ class Glow(keras.Model):
     def class_log_likelihoods(self, x):
         """``log p(x | y = k)`` for every class ``k`` of a class-conditional model: ``[B, K]``
         from one pass of the flow (:class:`~glow_nxn.layers.ClassPrior`)."""
+        if self.class_prior is None:
+            raise ValueError("class_log_likelihoods needs a class-conditional model")
         zs, logdet = self.encode(x)
         return logdet[:, None] + self.class_prior.log_prob_per_class(zs)
 

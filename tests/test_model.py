@@ -243,6 +243,10 @@ def test_a_class_conditional_model_starts_as_the_unconditional_one():
         plain.log_prob(x, labels=[0, 1, 2])
     with pytest.raises(ValueError, match="not class-conditional"):
         plain.sample(3, labels=[0, 1, 2])
+    with pytest.raises(ValueError, match="needs a class-conditional model"):
+        plain.class_log_likelihoods(x)
+    with pytest.raises(ValueError, match="has no classifier"):
+        Glow(ModelConfig(**TINY, num_classes=2)).class_prior.logits(plain.encode(x)[0])
 
 
 def test_class_conditional_samples_draw_from_their_class_prior():

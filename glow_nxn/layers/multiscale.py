@@ -174,5 +174,7 @@ class ClassPrior(keras.layers.Layer):
 
     def logits(self, zs):
         """The classifier's logits ``[B, K]`` from the top latent ``zs[-1]``."""
+        if self.classifier is None:
+            raise ValueError("this class prior has no classifier (ModelConfig.classifier)")
         kernel, bias = self.classifier
         return tf.reduce_mean(zs[-1], axis=[1, 2]) @ kernel + bias
