@@ -22,16 +22,21 @@ from glow_nxn.run_folder import RunFolder, TrainState, training_checkpoint
 from test_support import REPO, TINY_MNIST, one_error_line, run_script, script_env, tiny_run
 
 
+def train_tiny_mnist(run, data_dir, steps, *extra):
+    """train.py of the tiny model on MNIST for ``steps`` steps at batch 16, logging twice and
+    evaluating one batch of 64 at the end; ``(run, result)``."""
+    result = run_script("train.py", *TINY_MNIST, f"--workdir={run}", f"--data_dir={data_dir}",
+                        f"--train_steps={steps}", "--per_replica_batch_size=16",
+                        "--init_batch_size=32", f"--log_every_steps={steps // 2}",
+                        f"--eval_every_steps={steps}", "--eval_max_batches=1",
+                        "--eval_batch_size=64", *extra)
+    return run, result
+
+
 @pytest.fixture(scope="module")
 def trained_mnist(tmp_path_factory, mnist_data_dir):
     """A tiny MNIST run of 4 steps. Tests that change a run copy it first (:func:`copy_of`)."""
-    run = tmp_path_factory.mktemp("mnist_run") / "run"
-    result = run_script("train.py", *TINY_MNIST, f"--workdir={run}",
-                        f"--data_dir={mnist_data_dir}", "--train_steps=4",
-                        "--per_replica_batch_size=16", "--init_batch_size=32",
-                        "--log_every_steps=2", "--eval_every_steps=4", "--eval_max_batches=1",
-                        "--eval_batch_size=64")
-    return run, result
+    return train_tiny_mnist(tmp_path_factory.mktemp("mnist_run") / "run", mnist_data_dir, 4)
 
 
 def copy_of(run, tmp_path):
@@ -279,14 +284,8 @@ def test_a_broken_model_is_reported_not_rendered(trained_mnist, tmp_path, mnist_
 @pytest.fixture(scope="module")
 def conditional_mnist(tmp_path_factory, mnist_data_dir):
     """A tiny class-conditional MNIST run with a classifier, 30 steps."""
-    run = tmp_path_factory.mktemp("conditional_run") / "run"
-    result = run_script("train.py", *TINY_MNIST, f"--workdir={run}",
-                        f"--data_dir={mnist_data_dir}", "--train_steps=30",
-                        "--class_conditional", "--class_weight=0.01",
-                        "--per_replica_batch_size=16", "--init_batch_size=32",
-                        "--log_every_steps=10", "--eval_every_steps=30", "--eval_max_batches=1",
-                        "--eval_batch_size=64")
-    return run, result
+    return train_tiny_mnist(tmp_path_factory.mktemp("conditional_run") / "run", mnist_data_dir,
+                            30, "--class_conditional", "--class_weight=0.01")
 
 
 def test_a_class_conditional_run_trains_evaluates_and_samples_one_class(conditional_mnist,
