@@ -54,7 +54,7 @@ class Glow(keras.Model):
         self.top_prior = LearnedPrior(name="top_prior") if config.learn_top else None
         zs, _ = self.encode(tf.zeros([1, *config.image_shape]))
         self.latent_shapes = [tuple(z.shape[1:]) for z in zs]
-        self.class_prior = (ClassPrior(config.num_classes, [s[-1] for s in self.latent_shapes],
+        self.class_prior = (ClassPrior(config.num_classes, self.latent_shapes,
                                        config.classifier, name="class_prior")
                             if config.num_classes else None)
         self.built = True

@@ -128,14 +128,13 @@ def as_distribution(model, label=None):
             raise ValueError("label given for a model that is not class-conditional")
         base = tfp.distributions.Sample(tfp.distributions.Normal(0.0, 1.0), sample_shape=[dims])
         return tfp.distributions.TransformedDistribution(base, bijector, name="glow")
-    classes, prior = model.config.num_classes, model.class_prior
-    # Per class, every latent's per-channel mean and std broadcast over its pixels and
-    # flattened row-major: [K, D], in GlowBijector's order of ε.
-    loc, scale = ([tf.reshape(tf.broadcast_to(tf.convert_to_tensor(p)[:, None, None, :],
-                                              [classes, *shape]), [classes, -1])
-                   for p, shape in zip(parameters, model.latent_shapes)]
-                  for parameters in (prior.means, [tf.exp(v) for v in prior.log_stds]))
-    loc, scale = tf.concat(loc, axis=-1), tf.concat(scale, axis=-1)
+    classes = model.config.num_classes
+    # Per class, every latent's mean and std as whole latents flattened row-major: [K, D], in
+    # GlowBijector's order of ε.
+    dense = [model.class_prior.dense_parameters(level, shape)
+             for level, shape in enumerate(model.latent_shapes)]
+    loc, scale = (tf.concat([tf.reshape(pair[i], [classes, -1]) for pair in dense], axis=-1)
+                  for i in (0, 1))
     if label is None:
         base = tfp.distributions.MixtureSameFamily(
             tfp.distributions.Categorical(logits=tf.zeros([classes])),

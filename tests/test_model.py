@@ -213,6 +213,10 @@ def test_class_conditional_log_prob_is_the_class_gaussian_of_every_latent():
     class's ``N(μ_l[y], σ_l[y])`` (the sufficient-statistics form of ClassPrior against the
     direct sum); every class at once; the mixture is ``logsumexp − log K``."""
     model = conditional_model()
+    # The top latent's parameters are per class and position, the split's per class and channel.
+    (height, width, channels), split = model.latent_shapes[-1], model.latent_shapes[0]
+    assert model.class_prior.means[-1].shape == (3, height, width, channels)
+    assert model.class_prior.log_stds[0].shape == (3, 1, 1, split[-1])
     x = init_batch(model, batch=4)
     zs, logdet = model.encode(x)
     per_class = model.class_log_likelihoods(x).numpy()
@@ -261,8 +265,8 @@ def test_class_conditional_samples_draw_from_their_class_prior():
         for index, (z, mean, log_std) in enumerate(zip(zs, model.class_prior.means,
                                                        model.class_prior.log_stds)):
             eta = tf.random.stateless_normal([4, *model.latent_shapes[index]], seed=[11, index])
-            expected = (tf.gather(mean, labels)[:, None, None, :] + temperature
-                        * tf.exp(tf.gather(log_std, labels))[:, None, None, :] * eta)
+            expected = (tf.gather(mean, labels)
+                        + temperature * tf.exp(tf.gather(log_std, labels)) * eta)
             np.testing.assert_allclose(z.numpy(), expected.numpy(),
                                        atol=flow_checks.ROUND_TRIP_TOLERANCE)
     drawn = model.sample(6, 0.0, seed=3).numpy()

@@ -95,43 +95,49 @@ class ClassPrior(keras.layers.Layer):
 
     .. math::  ε_l \sim N\big(μ_l[y],\ \mathrm{diag}\, σ_l[y]^2\big),
 
-    per-class and per-channel ``μ_l, log σ_l: [K, C_l]`` broadcast over the pixels, both zero at
-    construction (every class starts at the unconditional ``N(0, I)``). Through the standardising
-    split and top priors (module docstring) every split's and the top's prior becomes
-    class-dependent: ``z₂ ~ N(μ(z₁) + σ(z₁)·μ_l[y], (σ(z₁)·σ_l[y])²)``. The flow itself does
-    not see the class: ``encode`` and ``decode`` are the unconditional model's, and only the
+    with ``μ_l, log σ_l`` learned per class, zero at construction (every class starts at the
+    unconditional ``N(0, I)``). The top latent ``ε_L``, which carries the image's global
+    structure, has them per class and position, ``[K, H_L, W_L, C_L]``: a mean latent per class,
+    a prototype that sampling at temperature 0 decodes. Each split's latent has them per class
+    and channel, ``[K, 1, 1, C_l]``, broadcast over its pixels (Glow's ``ycond`` is the per-channel
+    form, on the top alone); so the parameters number ``2·K·(H_L·W_L·C_L + Σ_{l<L} C_l)``, small
+    beside the flow's. Through the standardising split and top priors (module docstring) every
+    prior becomes class-dependent: ``z₂ ~ N(μ(z₁) + σ(z₁)·μ_l[y], (σ(z₁)·σ_l[y])²)``. The flow
+    does not see the class: ``encode`` and ``decode`` are the unconditional model's, and only the
     scoring and drawing of latents depend on ``y``.
 
-    With ``n = H_l·W_l`` and the per-channel sums ``S₁ = Σ_{h,w} ε``, ``S₂ = Σ_{h,w} ε²``
-    (``[B, C_l]``), the log-density of level ``l`` under class ``k`` is
+    **Every class at once.** Sum ``ε_l`` over the axes its parameters broadcast over (the pixels of
+    a split's latent; none for the top): ``S₁ = Σ ε``, ``S₂ = Σ ε²``, ``n`` terms each, flattened
+    to ``[B, P]`` like the parameters to ``[K, P]``. With ``w = 1/σ²``, the log-density of level
+    ``l`` under class ``k`` is
 
-    .. math::  -\tfrac12 \sum_c \frac{S_{2,c} - 2 μ_{kc} S_{1,c} + n μ_{kc}^2}{σ_{kc}^2}
-               - n \sum_c \log σ_{kc} - \tfrac{n C_l}{2} \log 2π,
+    .. math::  -\tfrac12 \Big(S_2 w_k^\top - 2\, S_1 (μ_k w_k)^\top + n \sum_p μ_{kp}^2 w_{kp}\Big)
+               - n \sum_p \log σ_{kp} - \tfrac{H_l W_l C_l}{2} \log 2π,
 
-    so :meth:`log_prob_per_class` scores all ``K`` classes from ``[B, C_l]`` sums (in float64,
-    where the three terms cancel) instead of ``K`` passes over ``[B, H_l, W_l, C_l]``; a
-    class-conditional model's cost is the unconditional one's.
+    three ``[B, P] × [P, K]`` products: :meth:`log_prob_per_class` scores all ``K`` classes for
+    about the cost of one (in float64, where the three terms cancel), so evaluation gets the
+    marginal and Bayes' rule for free.
 
     ``classifier``: logits ``[B, K] = mean_{h,w}(ε_L)·A + b`` of the top latent, zero at
     construction (Glow's ``y_logits``); trained with ``TrainConfig.class_weight``.
     """
 
-    def __init__(self, num_classes, latent_channels, classifier=False, **kwargs):
+    def __init__(self, num_classes, latent_shapes, classifier=False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.means, self.log_stds = [], []
-        for level, channels in enumerate(latent_channels):
-            self.means.append(self.add_weight(name=f"mean_{level}",
-                                              shape=[num_classes, channels],
+        for level, (height, width, channels) in enumerate(latent_shapes):
+            top = level == len(latent_shapes) - 1
+            shape = [num_classes, height, width, channels] if top else [num_classes, 1, 1, channels]
+            self.means.append(self.add_weight(name=f"mean_{level}", shape=shape,
                                               initializer="zeros"))
-            self.log_stds.append(self.add_weight(name=f"log_std_{level}",
-                                                 shape=[num_classes, channels],
+            self.log_stds.append(self.add_weight(name=f"log_std_{level}", shape=shape,
                                                  initializer="zeros"))
         self.classifier = None
         if classifier:
             self.classifier = (
                 self.add_weight(name="classifier_kernel",
-                                shape=[latent_channels[-1], num_classes], initializer="zeros"),
+                                shape=[latent_shapes[-1][-1], num_classes], initializer="zeros"),
                 self.add_weight(name="classifier_bias", shape=[num_classes],
                                 initializer="zeros"))
         self.built = True
@@ -142,15 +148,23 @@ class ClassPrior(keras.layers.Layer):
         for z, mean, log_std in zip(zs, self.means, self.log_stds):
             z = tf.cast(z, tf.float64)
             mean, log_std = tf.cast(mean, tf.float64), tf.cast(log_std, tf.float64)
-            pixels = tf.cast(tf.shape(z)[1] * tf.shape(z)[2], tf.float64)
-            sum1 = tf.reduce_sum(z, axis=[1, 2])  # [B, C]
-            sum2 = tf.reduce_sum(tf.square(z), axis=[1, 2])
-            squares = (sum2[:, None, :] - 2.0 * mean[None] * sum1[:, None, :]
-                       + pixels * tf.square(mean)[None])  # [B, K, C]: Σ_hw (ε − μ_k)²
-            total += (-0.5 * tf.reduce_sum(squares * tf.exp(-2.0 * log_std)[None], axis=-1)
-                      - pixels * tf.reduce_sum(log_std, axis=-1)[None]
-                      - 0.5 * pixels * tf.cast(tf.shape(z)[3], tf.float64)
-                      * math.log(2.0 * math.pi))
+            per_channel = mean.shape[1] == 1 and mean.shape[2] == 1
+            sum1 = tf.reduce_sum(z, axis=[1, 2], keepdims=True) if per_channel else z
+            sum2 = (tf.reduce_sum(tf.square(z), axis=[1, 2], keepdims=True) if per_channel
+                    else tf.square(z))
+            size = tf.cast(tf.size(z[0]), tf.float64)
+            terms = size / tf.cast(tf.size(sum1[0]), tf.float64)  # n of the docstring
+
+            def flat(t):
+                return tf.reshape(t, [tf.shape(t)[0], -1])
+
+            weight = flat(tf.exp(-2.0 * log_std))  # [K, P]
+            mean = flat(mean)
+            quadratic = (tf.matmul(flat(sum2), weight, transpose_b=True)
+                         - 2.0 * tf.matmul(flat(sum1), mean * weight, transpose_b=True)
+                         + terms * tf.reduce_sum(tf.square(mean) * weight, axis=1)[None])
+            total += (-0.5 * quadratic - terms * tf.reduce_sum(flat(log_std), axis=1)[None]
+                      - 0.5 * size * math.log(2.0 * math.pi))
         return tf.cast(total, tf.float32)
 
     def log_prob(self, zs, labels):
@@ -168,9 +182,14 @@ class ClassPrior(keras.layers.Layer):
         """Latents of class ``labels [B]`` from standard-normal ``etas`` (shaped as the
         latents): ``ε_l = μ_l[y] + T·σ_l[y]·η_l``, the temperature ``T`` scaling every std."""
         labels = tf.cast(labels, tf.int32)
-        return [tf.gather(mean, labels)[:, None, None, :]
-                + temperature * tf.exp(tf.gather(log_std, labels))[:, None, None, :] * eta
+        return [tf.gather(mean, labels) + temperature * tf.exp(tf.gather(log_std, labels)) * eta
                 for eta, mean, log_std in zip(etas, self.means, self.log_stds)]
+
+    def dense_parameters(self, level, latent_shape):
+        """``(μ_l, σ_l)`` of every class broadcast to whole latents: two ``[K, H_l, W_l, C_l]``."""
+        shape = [self.num_classes, *latent_shape]
+        return (tf.broadcast_to(self.means[level], shape),
+                tf.broadcast_to(tf.exp(self.log_stds[level]), shape))
 
     def logits(self, zs):
         """The classifier's logits ``[B, K]`` from the top latent ``zs[-1]``."""
