@@ -120,11 +120,7 @@ def _labels(data_config, label, count):
     model's default: :func:`glow_nxn.sampling.class_order`)."""
     if label is None:
         return None
-    names = data.class_names(data_config.dataset, data_dir=data_config.data_dir,
-                             manual_dir=data_config.manual_dir)
-    if label not in names:
-        raise ValueError(f"--label: no class {label!r}; the classes are {', '.join(names)}")
-    return [names.index(label)] * count
+    return sampling.class_labels(data_config, [label], "--label") * count
 
 
 def _class_pair(text):

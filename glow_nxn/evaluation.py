@@ -14,7 +14,6 @@ classifier, of its logits.
 """
 import collections
 import dataclasses
-import math
 
 import numpy as np
 import tensorflow as tf
@@ -151,8 +150,7 @@ def per_image_bits(model, dataset, seed, num_dequant_samples=1, max_batches=None
             zs, logdet = model.encode(x)
             per_class = logdet[:, None] + model.class_prior.log_prob_per_class(zs)
             bits += to_bits(tf.gather(per_class, labels, axis=1, batch_dims=1))
-            marginal += to_bits(tf.reduce_logsumexp(per_class, axis=1)
-                                - math.log(config.num_classes))
+            marginal += to_bits(model.class_prior.mixture(per_class))
             summed += per_class
         scores = {"bits": bits / num_dequant_samples,
                   "marginal_bits": marginal / num_dequant_samples,

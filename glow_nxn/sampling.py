@@ -240,21 +240,28 @@ class ClassEditInputs:
     file_name: str
 
 
+def class_labels(config, classes, flag):
+    """The labels (:func:`glow_nxn.data.class_names` positions) of the class names ``classes``
+    in the dataset of ``config`` (a :class:`~glow_nxn.config.DataConfig`); ValueError, naming
+    ``flag``, when the dataset has no classes or not one of these."""
+    names = data.class_names(config.dataset, data_dir=config.data_dir,
+                             manual_dir=config.manual_dir)
+    if not names:
+        raise ValueError(f"{flag} needs classes, and {config.dataset} has none (a folder gets "
+                         f"them from subdirectories: <split>/<class>/*.png)")
+    for name in classes:
+        if name not in names:
+            raise ValueError(f"{flag}: no class {name!r}; the classes are {', '.join(names)}")
+    return [names.index(name) for name in classes]
+
+
 def class_edit_inputs(config, image_shape, classes, chosen, per_class):
     """The :class:`ClassEditInputs` of an edit between the class names ``classes = (a, b)`` of the
     dataset of ``config`` (a :class:`~glow_nxn.config.DataConfig`): the first ``per_class``
     training images of each class, and the test images at the positions ``chosen`` (default: the
     first four of class ``a``). ValueError when the dataset has no such class, or no image of it.
     """
-    names = data.class_names(config.dataset, data_dir=config.data_dir,
-                             manual_dir=config.manual_dir)
-    if not names:
-        raise ValueError(f"--edit needs classes, and {config.dataset} has none (a folder gets "
-                         f"them from subdirectories: <split>/<class>/*.png)")
-    for name in classes:
-        if name not in names:
-            raise ValueError(f"--edit: no class {name!r}; the classes are {', '.join(names)}")
-    label_a, label_b = (names.index(name) for name in classes)
+    label_a, label_b = class_labels(config, classes, "--edit")
 
     def split(name):
         return data.eval_dataset(config.dataset, image_shape=image_shape, batch_size=256,

@@ -158,16 +158,12 @@ class ClassPrior(keras.layers.Layer):
                     else tf.square(z))
             size = tf.cast(tf.size(z[0]), tf.float64)
             terms = size / tf.cast(tf.size(sum1[0]), tf.float64)  # n of the docstring
-
-            def flat(t):
-                return tf.reshape(t, [tf.shape(t)[0], -1])
-
-            weight = flat(tf.exp(-2.0 * log_std))  # [K, P]
-            mean = flat(mean)
-            quadratic = (tf.matmul(flat(sum2), weight, transpose_b=True)
-                         - 2.0 * tf.matmul(flat(sum1), mean * weight, transpose_b=True)
+            weight = _rows(tf.exp(-2.0 * log_std))  # [K, P]
+            mean = _rows(mean)
+            quadratic = (tf.matmul(_rows(sum2), weight, transpose_b=True)
+                         - 2.0 * tf.matmul(_rows(sum1), mean * weight, transpose_b=True)
                          + terms * tf.reduce_sum(tf.square(mean) * weight, axis=1)[None])
-            total += (-0.5 * quadratic - terms * tf.reduce_sum(flat(log_std), axis=1)[None]
+            total += (-0.5 * quadratic - terms * tf.reduce_sum(_rows(log_std), axis=1)[None]
                       - 0.5 * size * math.log(2.0 * math.pi))
         return tf.cast(total, tf.float32)
 
@@ -179,8 +175,12 @@ class ClassPrior(keras.layers.Layer):
     def marginal_log_prob(self, zs):
         """``log p(ε_1 … ε_L) = log (1/K) Σ_k p(ε | k)``, the mixture over equally likely
         classes: ``[B]``. A class-conditional model is also a density of images alone."""
-        return (tf.reduce_logsumexp(self.log_prob_per_class(zs), axis=1)
-                - math.log(self.num_classes))
+        return self.mixture(self.log_prob_per_class(zs))
+
+    def mixture(self, per_class):
+        """``log (1/K) Σ_k exp(per_class[:, k])``: ``[B, K]`` class log-densities (of latents
+        or, with the flow's log-det added, of images) → the mixture's ``[B]``."""
+        return tf.reduce_logsumexp(per_class, axis=1) - math.log(self.num_classes)
 
     def draw(self, etas, labels, temperature):
         """Latents of class ``labels [B]`` from standard-normal ``etas`` (shaped as the
@@ -201,3 +201,8 @@ class ClassPrior(keras.layers.Layer):
             raise ValueError("this class prior has no classifier (ModelConfig.classifier)")
         kernel, bias = self.classifier
         return tf.reshape(zs[-1], [tf.shape(zs[-1])[0], -1]) @ kernel + bias
+
+
+def _rows(t):
+    """``[N, …] → [N, P]``: each of the leading axis's entries flattened row-major."""
+    return tf.reshape(t, [tf.shape(t)[0], -1])
