@@ -62,9 +62,9 @@ class Replicas:
         """Rank 0's value of a tensor, on every replica."""
         return t
 
-    def gradient_tape(self, tape):
-        """A tape whose gradients are averaged across replicas."""
-        return tape
+    def gradients(self, tape, target, sources):
+        """``tape.gradient(target, sources)``, averaged across replicas."""
+        return tape.gradient(target, sources)
 
     def barrier(self):
         """Return once every replica has called it (e.g. the others wait while rank 0 prepares
@@ -95,9 +95,16 @@ class HorovodReplicas(Replicas):
     def broadcast(self, t, name):
         return self._hvd.broadcast(t, root_rank=0, name=name)
 
-    def gradient_tape(self, tape):
+    def gradients(self, tape, target, sources):
         # Horovod: gradients are allreduced (averaged) across replicas inside tape.gradient.
-        return self._hvd.DistributedGradientTape(tape)
+        # Replicas match collectives by name. By default Horovod names each by its gradient
+        # tensor's graph name, which is not the same on every rank: tf.recompute_grad (--remat)
+        # returns its gradients from one IdentityN whose output order follows its captured
+        # variables' set order, so each rank may name another variable's gradient ":8" and the
+        # job hangs or sums mismatched gradients. Generic names ("grad_<i>", i = the position in
+        # ``sources``) are the same on every rank.
+        return self._hvd.DistributedGradientTape(tape).gradient(target, sources,
+                                                                use_generic_names=True)
 
     def barrier(self):
         # Horovod: horovod.tensorflow has no barrier; an allreduce completes only once every

@@ -280,7 +280,7 @@ class Trainer:
             if self.model_config.classifier:
                 objective += self.config.class_weight * objectives.classification_bits(
                     self.model.class_prior.logits(zs), labels)
-        gradients = self.replicas.gradient_tape(tape).gradient(objective, variables)
+        gradients = self.replicas.gradients(tape, objective, variables)
         grad_norm = tf.linalg.global_norm(gradients)
         if self.config.grad_clip_norm > 0:
             gradients, _ = tf.clip_by_global_norm(gradients, self.config.grad_clip_norm,

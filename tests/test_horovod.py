@@ -136,6 +136,53 @@ def test_remat_under_horovodrun_trains_as_without(equivalence, mnist_data_dir):
     assert max_weight_difference(equivalence.root / "two", run) < WEIGHT_TOLERANCE
 
 
+# Horovod matches the ranks' collectives by name. A rank that names the gradients otherwise than
+# its peers waits for ever (the first CI failure of --remat: the test above timed out after 15
+# minutes) or sums another variable's gradient. The names must depend on the variable alone.
+GRADIENT_NAMES = """
+import json, sys
+import glow_nxn.keras  # noqa: F401 (legacy Keras before TensorFlow)
+import horovod.tensorflow as hvd
+import tensorflow as tf
+from glow_nxn import distributed
+from glow_nxn.config import ModelConfig
+from glow_nxn.model import Glow
+
+hvd.init()
+replicas = distributed.HorovodReplicas(hvd)
+model = Glow(ModelConfig(image_shape=(8, 8, 1), levels=2, steps_per_level=1, hidden_width=4))
+x = tf.random.uniform([2, 8, 8, 1])
+model.log_prob(x)
+
+@tf.function
+def gradients(x):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model.log_prob(x, recompute=sys.argv[1] == "remat"))
+    return replicas.gradients(tape, loss, model.trainable_variables)
+
+graph = gradients.get_concrete_function(x).graph
+functions = [graph, *(f.graph for f in graph._functions.values() if hasattr(f, "graph"))]
+print(json.dumps({"variables": len(model.trainable_variables), "names": sorted(
+    op.name.rsplit("/", 1)[-1] for g in functions for op in g.get_operations()
+    if op.type == "HorovodAllreduce")}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "remat"])
+def test_each_gradient_is_allreduced_under_a_name_every_rank_shares(mode, tmp_path):
+    """The names are ``grad_<i>``, ``i`` the variable's position: not the gradient tensor's graph
+    name, which under ``tf.recompute_grad`` is an output index of one IdentityN whose order
+    follows a set of captured variables and differs from process to process."""
+    script = tmp_path / "names.py"
+    script.write_text(GRADIENT_NAMES)
+    result = subprocess.run([sys.executable, str(script), mode], cwd=REPO,
+                            env={**script_env(), "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["variables"] > 10
+    assert found["names"] == sorted(f"grad_{i}" for i in range(found["variables"]))
+
+
 def test_rank_0_alone_prepares_an_unprepared_dataset(equivalence):
     rank0, rank1 = equivalence.records
     assert len(rank0["prepare_calls"]) == 1
