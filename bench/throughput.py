@@ -1,23 +1,34 @@
-"""Benchmark of training throughput on this machine (a measurement, not a test).
+"""Benchmark of training, sampling and evaluation throughput on this machine (a measurement).
 
-    python bench/throughput.py [--preset mnist] [--steps 30] [--rows default|mixings|widths]
-                               [--output docs/PERFORMANCE.md]
+    python bench/throughput.py [--preset mnist|r1|<preset>] [--rows default|mixings|widths]
+                               [--steps 30] [--output docs/runs/throughput/<name>.md]
 
 Each row builds the real :class:`glow_nxn.training.Trainer` for one variant of ``--preset`` and
-times its compiled training step (forward, log-det, gradients, clipping, Adam, weight average) on
-a fixed batch of noise, after ``--warmup`` untimed steps (tracing, XLA compilation): the model's
-own cost with the input pipeline taken out. A last row times the input pipeline alone
-(dequantised, shuffled MNIST batches from ``data.training_stream``), so the table shows whether
-data could ever be the bottleneck. Each time is the median over ``--repeats`` windows of
-``--steps`` steps (the least disturbed by other jobs).
+times three compiled functions on fixed inputs, each after ``--warmup`` untimed calls (tracing,
+XLA compilation), so the input pipeline is taken out:
 
-Speed is reported as images/s, as GFLOP/s and as a share of this machine's float32 peak,
-measured **in the same run** (a 2048×2048 matmul): a machine's CPU model can change between
-sessions, so only ratios measured side by side compare. FLOPs per trained image are counted by
-TensorFlow's profiler on the frozen graph of one training step (forward, log-dets and every
-gradient op it registers a count for; convolutions and matmuls, which dominate), from the model's
-own layer shapes: nothing is typed in. The 1-minute load average before and after is printed
-with the table; above about 0.5 per core another job shared the machine.
+* **train**: the training step (forward, log-det, gradients, clipping, Adam, weight average);
+* **sample**: ``model.sample(batch, 0.7)`` (every level's inverse, as sample.py draws);
+* **evaluate**: ``model.bits_per_dim(uint8 images, noise)`` (the forward pass evaluate.py runs).
+
+A last row times the input pipeline alone (dequantised, shuffled MNIST batches from
+``data.training_stream``), so the table shows whether data could ever be the bottleneck. Each time
+is the median over ``--repeats`` windows of ``--steps`` calls (the least disturbed by other jobs).
+
+``--preset=r1`` is issue 10's reference shape R1 (32×32×3, K=8, L=3, coupling width 128, affine
+coupling, ``conv1x1_lu``; use ``--batch=16`` as the issue does); any other name is a preset of
+glow_nxn.config. ``--rows=mixings`` times every mixing and adds each one's training time as a
+multiple of ``conv1x1``'s, against issue 10's bound of 1.15 (``emerging`` and ``periodic`` are
+exempt: they are stated, not bounded).
+
+Speed is reported as images/s and as a share of this machine's float32 peak, measured **in the
+same run** (a 2048×2048 matmul): a machine's CPU model can change between sessions, so only
+ratios measured side by side compare. FLOPs per image are counted by TensorFlow's profiler on the
+frozen graph of each function, from the model's own layer shapes: nothing is typed in. The
+profiler counts nothing inside loops, so Emerging's sampling (a sequential inverse in a
+``tf.while_loop``) shows a share too low to compare. The
+1-minute load average before and after is printed with the table; above about 0.5 per core
+another job shared the machine.
 
 Prints a markdown table; with ``--output`` it also writes it, with the command, date, machine and
 load, to that file.
@@ -42,7 +53,8 @@ from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
     convert_variables_to_constants_v2)
 
 from glow_nxn import data, training  # noqa: E402
-from glow_nxn.config import DataConfig, RunConfig, TrainConfig, preset  # noqa: E402
+from glow_nxn.config import (DataConfig, ModelConfig, RunConfig, TrainConfig,  # noqa: E402
+                             preset)
 from glow_nxn.distributed import Replicas  # noqa: E402
 
 # Variants of the preset, each a (label, model overrides, train overrides) triple.
@@ -63,6 +75,14 @@ ROWS = {
                 {"hidden_width": w, "steps_per_level": k}, {})
                for w, k in ((64, 8), (128, 4), (128, 8), (256, 8), (128, 16))],
 }
+
+
+# Issue 10's reference shape R1; the issue times it at batch 16.
+R1 = ModelConfig(image_shape=(32, 32, 3), levels=3, steps_per_level=8, hidden_width=128,
+                 mixing="conv1x1_lu", coupling="affine")
+# Issue 10: every mixing's training step within 15% of conv1x1's, except these two.
+MIXING_BOUND, MIXING_REFERENCE, MIXING_EXEMPT = 1.15, "--mixing=conv1x1", ("emerging", "periodic")
+TEMPERATURE = 0.7
 
 
 def parse_args():
@@ -98,38 +118,57 @@ def matmul_peak_flops(size=2048, repeats=20):
     return 2 * size**3 / seconds
 
 
+def graph_flops(function, *specs):
+    """FLOPs of one call of ``function(*specs)``, counted by the profiler on its graph with the
+    weights frozen in as constants (convolutions and matmuls dominate; every op TensorFlow
+    registers a count for is included)."""
+    concrete = tf.function(function).get_concrete_function(*specs)
+    graph = convert_variables_to_constants_v2(concrete).graph
+    builder = tf.compat.v1.profiler.ProfileOptionBuilder
+    options = builder(builder.float_operation()).with_empty_output().build()
+    return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops
+
+
 def train_flops_per_image(model, batch=8, recompute=False):
-    """FLOPs of one training step per image (forward pass, log-det, gradients), counted by the
-    profiler on the step's graph with the weights frozen in as constants."""
+    """FLOPs of one training step per image (forward pass, log-det, gradients)."""
     def gradients(x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(model.log_prob(x, recompute=recompute))
         return tape.gradient(loss, model.trainable_variables)
 
     spec = tf.TensorSpec([batch, *model.config.image_shape], tf.float32)
-    graph = convert_variables_to_constants_v2(
-        tf.function(gradients).get_concrete_function(spec)).graph
-    builder = tf.compat.v1.profiler.ProfileOptionBuilder
-    options = builder(builder.float_operation()).with_empty_output().build()
-    return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops / batch
+    return graph_flops(gradients, spec) / batch
 
 
-def train_step_seconds(model_config, train_overrides, args, folder):
-    """Seconds per compiled training step of ``model_config`` on a batch of noise."""
+def row_measurements(model_config, train_overrides, args, folder):
+    """``{"train"|"sample"|"evaluate": (seconds per call, FLOPs per image)}`` for one row."""
     train = TrainConfig(per_replica_batch_size=args.batch, **train_overrides)
     trainer = training.Trainer(RunConfig(model=model_config, data=DataConfig(), train=train),
                                folder, log=lambda line: None)
-    x = tf.random.stateless_uniform((args.batch, *model_config.image_shape), seed=[0, 1]) - 0.5
-    trainer.model.data_dependent_init(x)
+    model, shape = trainer.model, (args.batch, *model_config.image_shape)
+    x = tf.random.stateless_uniform(shape, seed=[0, 1]) - 0.5
+    model.data_dependent_init(x)
     trainer.optimizer.learning_rate = 1e-4
+    images = tf.random.stateless_uniform(shape, [0, 2], 0, 2 ** model_config.n_bits, tf.int32)
+    images = tf.cast(images, tf.uint8)
+    noise = tf.random.stateless_uniform(shape, seed=[0, 3])
+    jit = train.jit_compile
+    sample = tf.function(lambda: model.sample(args.batch, TEMPERATURE, seed=0), jit_compile=jit)
+    evaluate = tf.function(lambda: model.bits_per_dim(images, noise), jit_compile=jit)
+    calls = {"train": lambda: trainer._train_step(x)[0], "sample": sample, "evaluate": evaluate}
+    flops = {"train": train_flops_per_image(model),
+             "sample": graph_flops(lambda: model.sample(args.batch, TEMPERATURE, seed=0)),
+             "evaluate": graph_flops(lambda: model.bits_per_dim(images, noise))}
+    measured = {}
+    for name, call in calls.items():
+        def step():
+            call().numpy()  # wait for the call to finish
 
-    def step():
-        loss, _, _ = trainer._train_step(x)
-        loss.numpy()  # wait for the step to finish
-
-    for _ in range(args.warmup):
-        step()
-    return time_steps(step, args.steps, args.repeats), train_flops_per_image(trainer.model)
+        for _ in range(args.warmup):
+            step()
+        per_image = flops[name] if name == "train" else flops[name] / args.batch
+        measured[name] = (time_steps(step, args.steps, args.repeats), per_image)
+    return measured
 
 
 def pipeline_seconds(model_config, args, data_dir):
@@ -143,9 +182,27 @@ def pipeline_seconds(model_config, args, data_dir):
     return time_steps(lambda: next(stream).numpy(), args.steps, args.repeats)
 
 
+def model_config(name):
+    return R1 if name == "r1" else preset(name)
+
+
+def mixing_verdicts(rows):
+    """``{label: "1.07× ✓"}``: each mixing's training time over conv1x1's, against the bound."""
+    times = {label: measured["train"][0] for label, measured in rows}
+    if MIXING_REFERENCE not in times:
+        return {}
+    verdicts = {}
+    for label, seconds in times.items():
+        ratio = seconds / times[MIXING_REFERENCE]
+        exempt = any(label == f"--mixing={name}" for name in MIXING_EXEMPT)
+        mark = "stated" if exempt else ("within" if ratio <= MIXING_BOUND else "over")
+        verdicts[label] = f"{ratio:.2f}× ({mark})"
+    return verdicts
+
+
 def main():
     args = parse_args()
-    base = preset(args.preset)
+    base = model_config(args.preset)
     load_before = os.getloadavg()[0]
     peak = matmul_peak_flops()
     print(f"float32 matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
@@ -153,26 +210,40 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for index, (label, model_overrides, train_overrides) in enumerate(ROWS[args.rows]):
             config = dataclasses.replace(base, **model_overrides)
-            seconds, flops = train_step_seconds(config, train_overrides, args,
-                                                os.path.join(tmp, str(index)))
-            rows.append((label, seconds, flops))
-            print(f"{label}: {args.batch / seconds:.0f} images/s", flush=True)
+            measured = row_measurements(config, train_overrides, args,
+                                        os.path.join(tmp, str(index)))
+            rows.append((label, measured))
+            print(label + ": " + ", ".join(f"{name} {args.batch / seconds:.0f} images/s"
+                                           for name, (seconds, _) in measured.items()),
+                  flush=True)
         pipeline = (pipeline_seconds(base, args, os.path.join(tmp, "tfds"))
                     if base.image_shape == (28, 28, 1) else None)
     load_after = os.getloadavg()[0]
-    lines = [f"`{args.preset}` preset, batch {args.batch}, {args.steps} steps × {args.repeats} "
-             f"windows per row (median), after {args.warmup} untimed; float32 matmul peak "
+    verdicts = mixing_verdicts(rows)
+    lines = [f"`{args.preset}` ({base.image_shape[0]}×{base.image_shape[1]}×"
+             f"{base.image_shape[2]}, K={base.steps_per_level}, L={base.levels}, width "
+             f"{base.hidden_width}), batch {args.batch}, {args.steps} calls × {args.repeats} "
+             f"windows per cell (median), after {args.warmup} untimed; float32 matmul peak "
              f"measured in the same run: {peak / 1e9:.0f} GFLOP/s",
              "",
-             "| variant | ms/step | images/s | MFLOP per image | GFLOP/s | share of the peak |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for label, seconds, flops in rows:
-        rate = args.batch / seconds
-        lines.append(f"| {label} | {1000 * seconds:.1f} | {rate:.0f} | {flops / 1e6:.0f} | "
-                     f"{rate * flops / 1e9:.1f} | {rate * flops / peak:.0%} |")
+             "| variant | train images/s | share of the peak | sample images/s | share | "
+             "evaluate images/s | share | MFLOP per image: train / sample / evaluate |"
+             + (" train time ÷ conv1x1's (bound 1.15) |" if verdicts else ""),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+             + (" ---: |" if verdicts else "")]
+    for label, measured in rows:
+        cells = []
+        for name in ("train", "sample", "evaluate"):
+            seconds, flops = measured[name]
+            rate = args.batch / seconds
+            cells += [f"{rate:.0f}", f"{rate * flops / peak:.0%}"]
+        flop_cells = " / ".join(f"{measured[name][1] / 1e6:.0f}"
+                                for name in ("train", "sample", "evaluate"))
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {flop_cells} |"
+                     + (f" {verdicts[label]} |" if verdicts else ""))
     if pipeline is not None:
-        lines.append(f"| input pipeline alone (MNIST) | {1000 * pipeline:.1f} | "
-                     f"{args.batch / pipeline:.0f} | — | — | — |")
+        lines.append(f"| input pipeline alone (MNIST) | {args.batch / pipeline:.0f} | — | — | — "
+                     "| — | — | — |" + (" — |" if verdicts else ""))
     lines += ["", f"1-minute load average {load_before:.2f} before, {load_after:.2f} after, on "
               f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}); "
               f"{datetime.date.today()}."]
@@ -181,6 +252,7 @@ def main():
     print(table)
     if args.output:
         command = "python bench/throughput.py " + " ".join(sys.argv[1:])
+        pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(args.output).write_text(f"{command}\n\n{table}\n")
 
 
