@@ -165,6 +165,9 @@ def define_train_flags():
                        "70) when no training step completes for this long, e.g. because a process "
                        "hangs; it must exceed a step plus an evaluation plus a checkpoint write "
                        "(0: never)")
+    flags.DEFINE_float("first_step_timeout_seconds", _TRAIN["first_step_timeout_seconds"],
+                       "the same for the first step of a run or resume, which traces (and with "
+                       "--jit_compile compiles) the step function (0: never)")
 
 
 def define_restore_flags():

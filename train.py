@@ -31,7 +31,8 @@ def main(argv, hooks=()):
     run_config = project_flags.run_config()
     replicas = distributed.connect()
     preemption = training.Preemption()
-    watchdog = training.Watchdog(run_config.train.step_timeout_seconds, project_flags.exit_now)
+    watchdog = training.Watchdog(run_config.train.step_timeout_seconds, project_flags.exit_now,
+                                 run_config.train.first_step_timeout_seconds)
     with preemption.catching(signal.SIGTERM, signal.SIGINT), watchdog.running():
         summary = training.train(run_config, folder.path, replicas,
                                  hooks=[preemption, watchdog, *hooks])

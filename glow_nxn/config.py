@@ -255,7 +255,9 @@ class TrainConfig:
     times. ``eval_every_steps`` = 0 never evaluates during training; ``eval_weights`` picks the
     weights it evaluates and samples with (``ema``: the average, when there is one; ``raw``).
     ``step_timeout_seconds`` > 0 ends the job when no step completes for that long (a process
-    that hangs; it must exceed a step plus an evaluation plus a checkpoint write).
+    that hangs; it must exceed a step plus an evaluation plus a checkpoint write);
+    ``first_step_timeout_seconds`` > 0 does the same for the first step of a run or resume,
+    which traces (and with XLA compiles) the step function and may rightly take far longer.
     ``class_weight`` > 0 adds ``class_weight ×`` the classifier's cross-entropy, in bits per
     image, to the objective of a model with a classifier (Glow's ``weight_y``); the progress
     lines still report the bits/dim alone.
@@ -295,6 +297,7 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False
     step_timeout_seconds: float = 1800.0
+    first_step_timeout_seconds: float = 7200.0
     remat: bool = False
     class_weight: float = 0.0
 
@@ -317,7 +320,8 @@ class TrainConfig:
             raise ValueError("ema_decay must be below 1 (1 would never move the average); "
                              "0 turns averaging off")
         for name in ("grad_clip_norm", "max_train_seconds", "spike_threshold",
-                     "sample_temperature", "step_timeout_seconds", "class_weight"):
+                     "sample_temperature", "step_timeout_seconds", "first_step_timeout_seconds",
+                     "class_weight"):
             check_float(name, getattr(self, name), minimum=0.0)
         check_float("recovery_lr_factor", self.recovery_lr_factor, above=0.0, maximum=1.0)
         for name in ("scale_lr_by_workers", "jit_compile", "remat"):

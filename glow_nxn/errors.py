@@ -6,8 +6,9 @@ error                      exit code  meaning
 :class:`UserError`         2          bad input (a flag, a path, a dataset, a checkpoint)
 :class:`TrainingDiverged`  3          training diverged past its recoveries, or a trained
                                       model's numbers are not finite
-:class:`Hung`              70         no training step completed for --step_timeout_seconds
-                                      (a process hangs); the same command resumes from the
+:class:`Hung`              70         no training step completed for --step_timeout_seconds,
+                                      or the first for --first_step_timeout_seconds (a
+                                      process hangs); the same command resumes from the
                                       newest checkpoint (``EX_SOFTWARE``)
 :class:`WriteFailed`       74         a file of the run could not be written (a full disk,
                                       no permission); what was written before is intact

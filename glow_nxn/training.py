@@ -41,7 +41,8 @@ minutes; a run that was told to stop should stop). Only rank 0 writes (checkpoin
 summaries, metrics).
 
 **A process that hangs.** :class:`Watchdog`, another hook of train.py's, ends the job when no
-step completes for ``step_timeout_seconds`` (exit 70); a process stopped outright (SIGSTOP) is
+step completes for ``step_timeout_seconds``, or the first for ``first_step_timeout_seconds``
+(exit 70); a process stopped outright (SIGSTOP) is
 caught sooner by Horovod itself (docs/RELIABILITY.md).
 
 **Stopping on a signal.** :class:`Preemption` is a hook that train.py adds, with the handlers of
@@ -719,30 +720,36 @@ class Preemption(Hook):
 
 
 class Watchdog(Hook):
-    """Ends the job when no training step completes for ``timeout`` seconds.
+    """Ends the job when no training step completes for ``timeout`` seconds, or the first step
+    of the loop for ``first_timeout`` seconds.
 
     A process that hangs while alive (a deadlock, a stuck file system, a lost GPU) would hold the
     whole job: its peers wait in their next collective as long as it takes, and Horovod's stall
     detection did not end such a job (docs/RELIABILITY.md). A thread of this process checks,
     once a second, the time since the last beat (the loop's start, every step, every
-    checkpoint); past ``timeout`` it calls ``on_hang`` with a :class:`~glow_nxn.errors.Hung`,
+    checkpoint); past the bound it calls ``on_hang`` with a :class:`~glow_nxn.errors.Hung`,
     which must end the process (train.py: one line, exit 70; horovodrun then stops the others).
-    It runs in every process, so the hung one and the ones waiting for it all fire. It watches
-    from the end of the first step to the end of :meth:`running`: before that, rank 0 may rightly
-    work alone for long (preparing a dataset) and the first step traces, and with XLA compiles,
-    the step function. ``timeout`` must exceed a step plus a periodic evaluation plus a
-    checkpoint write.
+    It runs in every process, so the hung one and the ones waiting for it all fire. From the
+    loop's start to the end of the first step the bound is ``first_timeout`` (0: not watched):
+    that step traces, and with XLA compiles, the step function, which on a CPU took up to 26
+    minutes at the celeba_hq_256 preset (docs/PERFORMANCE.md); ranks that disagree inside it (a
+    collective one of them never submits) would otherwise wait for ever. Before the loop's start
+    nothing is watched: rank 0 may rightly work alone for long (preparing a dataset). From then
+    to the end of :meth:`running` the bound is ``timeout``, which must exceed a step plus a
+    periodic evaluation plus a checkpoint write.
     """
 
-    def __init__(self, timeout, on_hang):
-        self.timeout, self.on_hang = timeout, on_hang
+    def __init__(self, timeout, on_hang, first_timeout=0.0):
+        self.timeout, self.on_hang, self.first_timeout = timeout, on_hang, first_timeout
         self._last_beat = None  # None: not watching
+        self._first = True  # the first step of the loop has not completed
         self._trainer = None
 
     @contextlib.contextmanager
     def running(self):
-        """Watch in a daemon thread for the duration of the block (no thread if timeout is 0)."""
-        if not self.timeout:
+        """Watch in a daemon thread for the duration of the block (no thread if both bounds
+        are 0)."""
+        if not (self.timeout or self.first_timeout):
             yield self
             return
         done = threading.Event()
@@ -757,14 +764,20 @@ class Watchdog(Hook):
 
     def _watch(self, done):
         while not done.wait(1.0):
+            # In this order, against after_step's (beat, then _first): a bound of the later
+            # steps is never applied to the loop's start.
+            first = self._first
             last = self._last_beat
-            if last is not None and time.monotonic() - last > self.timeout:
+            bound = self.first_timeout if first else self.timeout
+            if last is not None and bound and time.monotonic() - last > bound:
                 trainer = self._trainer
+                what = (f"the first training step did not complete in {bound:g} s from step "
+                        f"{trainer.step} (--first_step_timeout_seconds)" if first else
+                        f"no training step completed in {bound:g} s after step {trainer.step} "
+                        f"(--step_timeout_seconds)")
                 self.on_hang(Hung(
-                    f"no training step completed in {self.timeout:g} s after step "
-                    f"{trainer.step} (--step_timeout_seconds): a process of the job hangs; "
-                    f"the same command resumes from the newest checkpoint, "
-                    f"{trainer.manager.latest_checkpoint}"))
+                    f"{what}: a process of the job hangs; the same command resumes from the "
+                    f"newest checkpoint, {trainer.manager.latest_checkpoint}"))
                 return
 
     def _beat(self):
@@ -772,9 +785,11 @@ class Watchdog(Hook):
 
     def on_start(self, trainer):
         self._trainer = trainer
+        self._beat()
 
     def after_step(self, trainer, result):
         self._beat()
+        self._first = False
 
     def on_checkpoint(self, trainer, path):
         self._beat()

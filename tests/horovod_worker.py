@@ -23,7 +23,8 @@ is asked for. Each probe is switched on by an environment variable:
     written its record (with ``died_at``, the time) if ``GLOW_TEST_RECORD_DIR`` is set.
 ``GLOW_TEST_HANG_AT_STEP=R:S``
     Rank ``R`` hangs while alive (sleeps for a day) after its training step ``S``, having written
-    its record (with ``hung_at``, the time).
+    its record (with ``hung_at``, the time); when ``S`` is the step the loop starts from, at the
+    loop's start, so that its peers wait inside their first step.
 ``GLOW_TEST_CLOCK_RATE=R:K``
     Rank ``R``'s clock, as the training loop reads it (``glow_nxn.training.time.time``), runs
     ``K`` times as fast as the real one: what the ranks agree on must be rank 0's time. With
@@ -90,6 +91,14 @@ def digest(trainer, key):
     RECORD["digests"][key] = sha256(trainer.state_variables())
 
 
+def hang(where):
+    """Sleep for a day, alive, having said so and recorded when (``hung_at``)."""
+    print(f"rank {RANK}: hanging {where}", flush=True)
+    RECORD["hung_at"] = time.time()
+    write_record()
+    time.sleep(86400)
+
+
 class Probe(training.Hook):
     """The records of the module docstring, taken through the training loop's hooks."""
 
@@ -99,6 +108,8 @@ class Probe(training.Hook):
     def on_start(self, trainer):
         digest(trainer, "start")
         write_record()
+        if self.hang_at == (RANK, trainer.step):
+            hang(f"at the start, step {trainer.step}")
 
     def after_step(self, trainer, result):
         RECORD["examples"].append(image_indices(result.batch.numpy(),
@@ -111,11 +122,8 @@ class Probe(training.Hook):
             RECORD["died_at"] = time.time()
             write_record()
             os._exit(3)
-        if self.hang_at is not None and (RANK, result.step) == self.hang_at:
-            print(f"rank {RANK}: hanging after step {result.step}", flush=True)
-            RECORD["hung_at"] = time.time()
-            write_record()
-            time.sleep(86400)
+        if self.hang_at == (RANK, result.step):
+            hang(f"after step {result.step}")
 
     def on_checkpoint(self, trainer, path):
         digest(trainer, f"step {trainer.step}")

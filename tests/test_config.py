@@ -67,6 +67,8 @@ BAD_VALUES = [
     (DataConfig, dict(on_bad_image="ignore"), "unknown on_bad_image 'ignore'; valid: skip, stop"),
     (TrainConfig, dict(train_steps=2**63), "train_steps must be an integer >= 1 below 2\\*\\*63"),
     (TrainConfig, dict(step_timeout_seconds=-1.0), "step_timeout_seconds must be a number >= 0"),
+    (TrainConfig, dict(first_step_timeout_seconds=-1.0),
+     "first_step_timeout_seconds must be a number >= 0"),
     (TrainConfig, dict(remat="yes"), "remat must be true or false, got 'yes'"),
     (TrainConfig, dict(jit_compile=1), "jit_compile must be true or false, got 1"),
     (TrainConfig, dict(scale_lr_by_workers=None), "scale_lr_by_workers must be true or false"),

@@ -14,7 +14,9 @@ preparation calls, a rank that dies). What is shown:
 * the learning rate scales with the number of processes only when asked;
 * a rank that dies ends the job with a non-zero exit soon after, and the last checkpoint loads;
 * SIGTERM to one rank, or to horovodrun, stops every rank after the same step with rank 0's
-  checkpoint; a rank stopped with SIGSTOP, or hung while alive, ends the job within a bound.
+  checkpoint; a rank stopped with SIGSTOP, or hung while alive, ends the job within a bound,
+  also before the first step completes;
+* each gradient is allreduced under a name every rank shares, with and without ``--remat``.
 """
 import json
 import os
@@ -508,3 +510,23 @@ def test_a_rank_hung_while_alive_ends_the_job_through_the_watchdog(faults):
     assert "no training step completed in 10 s after step" in job.output
     seconds = job.ended - job.records[1]["hung_at"]
     assert 10 <= seconds < 40, seconds
+
+
+def test_a_rank_hung_before_its_first_step_ends_the_job_through_the_first_step_bound(
+        tmp_path, mnist_data_dir):
+    """Rank 1 hangs at the loop's start; rank 0 waits inside its first step, in the gradients'
+    allreduce, as ranks that disagree on a collective would (the --remat names did, for 80
+    minutes, before the gradients were named by position). --first_step_timeout_seconds ends
+    the job: exit 70, and the message names that flag."""
+    started = time.time()
+    result = horovodrun("train.py", *FAULT_RUN, f"--workdir={tmp_path / 'run'}",
+                        f"--data_dir={mnist_data_dir}", "--first_step_timeout_seconds=20",
+                        probes={"GLOW_TEST_HANG_AT_STEP": "1:0"}, expect_ok=False)
+    seconds = time.time() - started
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Exit code: 70" in output, output[-3000:]
+    assert "rank 1: hanging at the start, step 0" in output
+    assert ("the first training step did not complete in 20 s from step 0 "
+            "(--first_step_timeout_seconds)") in output, output[-3000:]
+    assert not re.search(r"step\s+1\s+bits/dim", output)
+    assert seconds < 300, seconds

@@ -481,6 +481,8 @@ BAD_INPUTS = [
      "class_weight must be a number >= 0.0, got -1.0"),
     ("train.py", "step_timeout_seconds", train("--step_timeout_seconds=-1"),
      "step_timeout_seconds must be a number >= 0.0"),
+    ("train.py", "first_step_timeout_seconds", train("--first_step_timeout_seconds=nan"),
+     "first_step_timeout_seconds must be a number >= 0.0"),
     ("train.py", "flagfile", train("--flagfile={tmp}/none.cfg"), "Unable to open flagfile"),
     ("train.py", "(unknown)", train("--learning_rat=1"), "Unknown command line flag"),
     ("train.py", "(argument)", train("mnist"), "unexpected arguments ['mnist']"),

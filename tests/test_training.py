@@ -171,6 +171,33 @@ def test_the_watchdog_fires_once_when_the_steps_stop_after_the_first():
     assert hung[0].exit_code == 70
 
 
+def test_the_first_step_has_a_bound_of_its_own_and_fires_past_it():
+    """The first step traces the step function: it may outlast the later steps' bound, but not
+    its own (ranks that disagree inside it would otherwise wait for ever)."""
+    trainer = types.SimpleNamespace(step=7, manager=types.SimpleNamespace(
+        latest_checkpoint="run/checkpoints/ckpt-7"))
+    hung = []
+    watchdog = training.Watchdog(1.0, hung.append, first_timeout=3.0)
+    with watchdog.running():
+        watchdog.on_start(trainer)
+        time.sleep(2.0)  # longer than a later step may take, within the first step's bound
+        watchdog.after_step(trainer, None)
+        time.sleep(0.5)
+        watchdog.after_step(trainer, None)
+        assert hung == []
+    stuck = training.Watchdog(1.0, hung.append, first_timeout=2.0)
+    with stuck.running():
+        stuck.on_start(trainer)
+        time.sleep(1.5)
+        assert hung == []
+        time.sleep(2.0)
+    assert len(hung) == 1 and isinstance(hung[0], Hung), hung
+    assert str(hung[0]) == (
+        "the first training step did not complete in 2 s from step 7 "
+        "(--first_step_timeout_seconds): a process of the job hangs; the same command resumes "
+        "from the newest checkpoint, run/checkpoints/ckpt-7")
+
+
 def test_eval_every_steps_zero_never_evaluates_and_n_evaluates_every_n(tmp_path, mocked_tfds):
     with mocked_tfds(num_examples=40):
         training.train(tiny_run(train_steps=4), str(tmp_path / "never"), log=quiet)
