@@ -150,10 +150,21 @@ def test_a_second_sigint_stops_at_once():
     assert preemption.received == signal.SIGINT
 
 
+def watched_trainer(checkpoint):
+    """What the watchdog reads of a Trainer: its step (7) and newest checkpoint."""
+    return types.SimpleNamespace(step=7, manager=types.SimpleNamespace(
+        latest_checkpoint=checkpoint))
+
+
+def assert_hung_once(hung, message):
+    assert len(hung) == 1 and isinstance(hung[0], Hung), hung
+    assert str(hung[0]) == message
+    assert hung[0].exit_code == 70
+
+
 def test_the_watchdog_fires_once_when_the_steps_stop_after_the_first():
     hung = []
-    trainer = types.SimpleNamespace(step=7, manager=types.SimpleNamespace(
-        latest_checkpoint="run/checkpoints/ckpt-6"))
+    trainer = watched_trainer("run/checkpoints/ckpt-6")
     watchdog = training.Watchdog(1.5, hung.append)
     with watchdog.running():
         watchdog.on_start(trainer)
@@ -163,19 +174,16 @@ def test_the_watchdog_fires_once_when_the_steps_stop_after_the_first():
             watchdog.after_step(trainer, None)
         assert hung == []
         time.sleep(4.0)
-    assert len(hung) == 1 and isinstance(hung[0], Hung), hung
-    assert str(hung[0]) == (
+    assert_hung_once(hung, (
         "no training step completed in 1.5 s after step 7 (--step_timeout_seconds): a process "
         "of the job hangs; the same command resumes from the newest checkpoint, "
-        "run/checkpoints/ckpt-6")
-    assert hung[0].exit_code == 70
+        "run/checkpoints/ckpt-6"))
 
 
 def test_the_first_step_has_a_bound_of_its_own_and_fires_past_it():
     """The first step traces the step function: it may outlast the later steps' bound, but not
     its own (ranks that disagree inside it would otherwise wait for ever)."""
-    trainer = types.SimpleNamespace(step=7, manager=types.SimpleNamespace(
-        latest_checkpoint="run/checkpoints/ckpt-7"))
+    trainer = watched_trainer("run/checkpoints/ckpt-7")
     hung = []
     watchdog = training.Watchdog(1.0, hung.append, first_timeout=3.0)
     with watchdog.running():
@@ -191,11 +199,10 @@ def test_the_first_step_has_a_bound_of_its_own_and_fires_past_it():
         time.sleep(1.5)
         assert hung == []
         time.sleep(2.0)
-    assert len(hung) == 1 and isinstance(hung[0], Hung), hung
-    assert str(hung[0]) == (
+    assert_hung_once(hung, (
         "the first training step did not complete in 2 s from step 7 "
         "(--first_step_timeout_seconds): a process of the job hangs; the same command resumes "
-        "from the newest checkpoint, run/checkpoints/ckpt-7")
+        "from the newest checkpoint, run/checkpoints/ckpt-7"))
 
 
 def test_eval_every_steps_zero_never_evaluates_and_n_evaluates_every_n(tmp_path, mocked_tfds):
