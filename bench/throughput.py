@@ -152,13 +152,19 @@ def row_measurements(model_config, train_overrides, args, folder):
     images = tf.random.stateless_uniform(shape, [0, 2], 0, 2 ** model_config.n_bits, tf.int32)
     images = tf.cast(images, tf.uint8)
     noise = tf.random.stateless_uniform(shape, seed=[0, 3])
+    def draw():
+        return model.sample(args.batch, TEMPERATURE, seed=0)
+
+    def score():
+        return model.bits_per_dim(images, noise)
+
     jit = train.jit_compile
-    sample = tf.function(lambda: model.sample(args.batch, TEMPERATURE, seed=0), jit_compile=jit)
-    evaluate = tf.function(lambda: model.bits_per_dim(images, noise), jit_compile=jit)
-    calls = {"train": lambda: trainer._train_step(x)[0], "sample": sample, "evaluate": evaluate}
-    flops = {"train": train_flops_per_image(model),
-             "sample": graph_flops(lambda: model.sample(args.batch, TEMPERATURE, seed=0)),
-             "evaluate": graph_flops(lambda: model.bits_per_dim(images, noise))}
+    calls = {"train": lambda: trainer._train_step(x)[0],
+             "sample": tf.function(draw, jit_compile=jit),
+             "evaluate": tf.function(score, jit_compile=jit)}
+    flops_per_image = {"train": train_flops_per_image(model),
+                       "sample": graph_flops(draw) / args.batch,
+                       "evaluate": graph_flops(score) / args.batch}
     measured = {}
     for name, call in calls.items():
         def step():
@@ -166,8 +172,7 @@ def row_measurements(model_config, train_overrides, args, folder):
 
         for _ in range(args.warmup):
             step()
-        per_image = flops[name] if name == "train" else flops[name] / args.batch
-        measured[name] = (time_steps(step, args.steps, args.repeats), per_image)
+        measured[name] = (time_steps(step, args.steps, args.repeats), flops_per_image[name])
     return measured
 
 

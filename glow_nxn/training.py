@@ -42,8 +42,8 @@ summaries, metrics).
 
 **A process that hangs.** :class:`Watchdog`, another hook of train.py's, ends the job when no
 step completes for ``step_timeout_seconds``, or the first for ``first_step_timeout_seconds``
-(exit 70); a process stopped outright (SIGSTOP) is
-caught sooner by Horovod itself (docs/RELIABILITY.md).
+(exit 70); a process stopped outright (SIGSTOP) is caught sooner by Horovod itself
+(docs/RELIABILITY.md).
 
 **Stopping on a signal.** :class:`Preemption` is a hook that train.py adds, with the handlers of
 SIGTERM and SIGINT it installs for the duration of training: after the step during which any
