@@ -1,14 +1,15 @@
 """Where a training step's time goes: TensorFlow's profiler over the compiled step, ops summed.
 
-    python bench/profile_step.py [--preset mnist] [--batch 64] [--steps 5] [--top 15]
+    python bench/profile_step.py [--preset mnist|r1|<preset>] [--batch 64] [--steps 5] [--top 15]
 
-Builds the real :class:`glow_nxn.training.Trainer` of ``--preset`` (as bench/throughput.py
-does: a fixed batch of noise, data-dependent init, ``--warmup`` untimed steps), records
-``--steps`` compiled training steps with ``tf.profiler.experimental``, and reads the trace
-(an XSpace protobuf): every op execution on TensorFlow's compute threads, with its duration.
-Prints the op types that take the most of the summed op time (a convolution's three kernels, the
-element-wise ops, the reductions), then the single ops (by name) at the top. Shares, not
-seconds, are what compare across machines and loads. A measurement, not a test.
+Builds the real :class:`glow_nxn.training.Trainer` of ``--preset`` (``r1``: issue 10's reference
+shape) as bench/throughput.py does (a fixed batch of noise, data-dependent init, ``--warmup``
+untimed steps), records ``--steps`` compiled training steps with ``tf.profiler.experimental``,
+and reads the trace (an XSpace protobuf): every op execution on TensorFlow's compute threads,
+with its duration. Prints the op types that take the most of the summed op time (a
+convolution's three kernels, the element-wise ops, the reductions), then the single ops (by
+name) at the top. Shares, not seconds, are what compare across machines and loads. A
+measurement, not a test.
 """
 import argparse
 import collections
@@ -22,11 +23,12 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import glow_nxn  # noqa: E402,F401  (selects tf-keras before TensorFlow is imported)
+import throughput  # noqa: E402  (bench/throughput.py, beside this file: the R1 shape)
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from glow_nxn import training  # noqa: E402
-from glow_nxn.config import DataConfig, RunConfig, TrainConfig, preset  # noqa: E402
+from glow_nxn.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 
 # Events of the executor itself: they enclose the ops' own events, so summing them too would
 # count the ops twice.
@@ -65,7 +67,7 @@ def op_durations(logdir):
 
 def main():
     args = parse_args()
-    config = preset(args.preset)
+    config = throughput.model_config(args.preset)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = training.Trainer(
             RunConfig(model=config, data=DataConfig(),
