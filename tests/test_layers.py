@@ -11,6 +11,7 @@ from glow_nxn.keras import keras
 from glow_nxn.layers import (MIXINGS, ActNorm, AdditiveCoupling, AffineCoupling, Chain,
                              InvertibleNxNConv, Invertible1x1Conv, InvertibleShift, LearnedPrior,
                              Logit, Split, Squeeze)
+from glow_nxn.layers import nn
 from glow_nxn.layers.nn import CouplingNetwork
 
 SHAPE = (2, 4, 4, 6)
@@ -272,3 +273,56 @@ def test_the_coupling_network_folded_equals_its_layers_one_by_one():
     assert float(tf.reduce_max(tf.abs(expected))) > 0.1  # the last layer no longer outputs zeros
     np.testing.assert_allclose(network(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
 
+
+
+def test_couplings_and_splits_read_glows_interleaved_channels():
+    """The stored weights keep Glow's layout: an affine coupling's shift is the even output
+    channels of its network's last layer and its scale logit the odd ones; a split's mean and
+    log-std likewise. Computed here from the stored kernel, bias and scale with strided slices,
+    against the layers, which reorder the weights and ``tf.split`` (``ZeroConv2D(deinterleave)``)."""
+    x = tf.random.stateless_normal([3, 6, 6, 6], seed=[0, 4])
+    coupling, split = AffineCoupling(16), Split()
+    coupling.forward(x)
+    split.forward(x)
+    flow_checks.perturb(coupling.variables + split.variables, scale=0.3)
+
+    def stored_layout(layer, h):
+        """``(y[..., 0::2], y[..., 1::2])`` of the layer's convolution in its stored order."""
+        y = (tf.nn.conv2d(h, layer.conv.kernel, 1, "SAME") + layer.conv.bias) * tf.exp(
+            3.0 * layer.log_scale)
+        return y[..., 0::2], y[..., 1::2]
+
+    x_b, x_a = x[..., :3], x[..., 3:]
+    network = coupling.network
+    h = tf.nn.relu(network.norm_in.forward(network.conv_in(x_b))[0])
+    h = tf.nn.relu(network.norm_hidden.forward(network.conv_hidden(h))[0])
+    shift, scale_logit = stored_layout(network.conv_out, h)
+    log_scale = tf.math.log_sigmoid(scale_logit + 2.0)
+    assert float(tf.reduce_max(tf.abs(shift))) > 0.1
+    y, logdet = coupling.forward(x)
+    np.testing.assert_allclose(y.numpy(), tf.concat(
+        [x_b, (x_a + shift) * tf.exp(log_scale)], axis=-1).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logdet.numpy(), tf.reduce_sum(log_scale, [1, 2, 3]).numpy(),
+                               rtol=1e-5)
+
+    mean, log_std = stored_layout(split.prior, x[..., :3])
+    y, logdet = split.forward(x)
+    np.testing.assert_allclose(y[..., 3:].numpy(), ((x[..., 3:] - mean) * tf.exp(-log_std)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logdet.numpy(), -tf.reduce_sum(log_std, [1, 2, 3]).numpy(),
+                               rtol=1e-5)
+
+
+def test_evens_first_reorders_the_last_axis_with_a_dense_gradient():
+    """``evens_first(t) = concat(t[..., 0::2], t[..., 1::2])``; its gradient is a dense tensor
+    (an optimizer and Horovod treat ``IndexedSlices`` as an embedding's sparse gradient)."""
+    t = tf.Variable(tf.reshape(tf.range(3 * 2 * 6, dtype=tf.float32), [3, 2, 6]))
+    with tf.GradientTape() as tape:
+        out = nn.evens_first(t)
+        loss = tf.reduce_sum(out * tf.range(6, dtype=tf.float32))
+    np.testing.assert_array_equal(out.numpy(), tf.concat([t[..., 0::2], t[..., 1::2]], -1).numpy())
+    gradient = tape.gradient(loss, t)
+    assert isinstance(gradient, tf.Tensor)
+    np.testing.assert_array_equal(gradient[0, 0].numpy(), [0, 3, 1, 4, 2, 5])
+    with pytest.raises(ValueError, match="even number of filters"):
+        nn.ZeroConv2D(5, deinterleave=True)

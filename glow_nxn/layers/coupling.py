@@ -2,7 +2,8 @@
 
 The input ``x: [B, H, W, C]`` is cut along channels into ``x_b = x[..., :C−C_a]``, which passes
 through unchanged and conditions the transform, and ``x_a = x[..., C−C_a:]`` with
-``C_a = C // 2``, which is transformed. Output ``y = concat(x_b, y_a)``.
+``C_a = C // 2``, which is transformed. Output ``y = concat(x_b, y_a)``. Every cut is a
+``tf.split`` (backward a concatenation), never a slice (backward a scatter into zeros).
 """
 import tensorflow as tf
 
@@ -13,6 +14,8 @@ from glow_nxn.layers.nn import CouplingNetwork
 class _Coupling(Bijector):
     """``hidden_width``: the network's width; ``compute_dtype``: its arithmetic, ``float32`` or
     ``bfloat16`` (mixed precision, see :class:`~glow_nxn.layers.nn.CouplingNetwork`)."""
+
+    _interleaved_outputs = False  # the network's output holds two quantities, interleaved
 
     def __init__(self, hidden_width, compute_dtype="float32", **kwargs):
         super().__init__(**kwargs)
@@ -25,10 +28,11 @@ class _Coupling(Bijector):
             raise ValueError(f"a coupling layer needs at least 2 channels, got {channels}")
         self.transformed = channels // 2
         self.network = CouplingNetwork(self._network_outputs(self.transformed), self.hidden_width,
-                                       compute_dtype=self.compute_dtype_name)
+                                       compute_dtype=self.compute_dtype_name,
+                                       deinterleave=self._interleaved_outputs)
 
     def _halves(self, t):
-        return t[..., :-self.transformed], t[..., -self.transformed:]
+        return tf.split(t, [t.shape[-1] - self.transformed, self.transformed], axis=-1)
 
 
 class AffineCoupling(_Coupling):
@@ -39,12 +43,14 @@ class AffineCoupling(_Coupling):
     makes ``s ≈ 0.88`` where ``NN`` outputs 0. Inverse ``x_a = y_a / s − t``.
     """
 
+    _interleaved_outputs = True  # the network returns them evens first (nn.ZeroConv2D)
+
     def _network_outputs(self, transformed):
         return 2 * transformed
 
     def _shift_and_log_scale(self, x_b):
-        h = self.network(x_b)
-        return h[..., 0::2], tf.math.log_sigmoid(h[..., 1::2] + 2.0)
+        shift, scale_logit = tf.split(self.network(x_b), 2, axis=-1)
+        return shift, tf.math.log_sigmoid(scale_logit + 2.0)
 
     def _forward(self, x):
         x_b, x_a = self._halves(x)

@@ -30,7 +30,9 @@ class Split(Bijector):
 
     ``x: [B, H, W, C]`` is cut into ``z₁ = x[..., :k]`` (``k = C − C//2``, stays in the flow) and
     ``z₂ = x[..., k:]`` (leaves). A :class:`ZeroConv2D` of ``z₁`` gives ``μ(z₁)`` and
-    ``log σ(z₁)``, each ``[B, H, W, C//2]``, zero at construction (prior ``N(0, I)``).
+    ``log σ(z₁)``, each ``[B, H, W, C//2]``, zero at construction (prior ``N(0, I)``); they are
+    its even and odd output channels (Glow's layout), which it returns evens first for a
+    ``tf.split`` (``ZeroConv2D(deinterleave=True)``).
 
     ``forward(x) = (concat(z₁, ε), −Σ log σ(z₁))`` with ``ε = (z₂ − μ(z₁)) / σ(z₁)`` (module
     docstring). The caller keeps ``[..., :k]`` and factors out ``ε = [..., k:]``
@@ -42,15 +44,14 @@ class Split(Bijector):
         if channels < 2:
             raise ValueError(f"a split needs at least 2 channels, got {channels}")
         self.kept = channels - channels // 2
-        self.prior = ZeroConv2D(2 * (channels // 2))
+        self.prior = ZeroConv2D(2 * (channels // 2), deinterleave=True)
 
     def divide(self, y):
         """``concat(z₁, ε) → (z₁, ε)``."""
-        return y[..., :self.kept], y[..., self.kept:]
+        return tf.split(y, [self.kept, y.shape[-1] - self.kept], axis=-1)
 
     def _mean_and_log_std(self, z1):
-        h = self.prior(z1)
-        return h[..., 0::2], h[..., 1::2]
+        return tf.split(self.prior(z1), 2, axis=-1)
 
     def _forward(self, x):
         z1, z2 = self.divide(x)

@@ -27,14 +27,26 @@ class ZeroConv2D(keras.layers.Layer):
     every coupling / prior it feeds starts as the identity / a standard normal. The learned
     ``exp(3·s)`` lets the output scale grow faster than the kernel alone.
     Shapes: ``[B, H, W, C_in] → [B, H, W, filters]``.
+
+    ``deinterleave=True`` outputs the stored channels evens first, ``concat(y[..., 0::2],
+    y[..., 1::2])``, for a caller that reads two interleaved quantities (Glow's layout: shift and
+    scale, mean and log-std) and takes them apart with ``tf.split``. The kernel's, ``b``'s and
+    ``s``'s output channels are reordered before the convolution (:func:`evens_first` of the
+    small weights), so the convolution writes each half contiguously: the same values, while two
+    strided slices of the output would cost, backward, two scatters into zeros of the whole
+    output and their sum (14% of a training step's op time at issue 10's shape R1, by
+    bench/profile_step.py, with the cuts of the couplings and splits). The stored weights
+    keep Glow's layout either way, so checkpoints load unchanged.
     """
 
-    def __init__(self, filters, kernel_size=3, **kwargs):
+    def __init__(self, filters, kernel_size=3, deinterleave=False, **kwargs):
         super().__init__(**kwargs)
         self.conv = keras.layers.Conv2D(filters, kernel_size, padding="same",
                                         kernel_initializer="zeros", bias_initializer="zeros",
                                         dtype=self.dtype_policy)
-        self.filters = filters
+        if deinterleave and filters % 2:
+            raise ValueError(f"deinterleave needs an even number of filters, got {filters}")
+        self.filters, self.deinterleave = filters, deinterleave
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -42,7 +54,21 @@ class ZeroConv2D(keras.layers.Layer):
                                          initializer="zeros")
 
     def call(self, x):
-        return scaled_conv2d(x, self.conv.kernel, self.conv.bias, tf.exp(3.0 * self.log_scale))
+        weights = (self.conv.kernel, self.conv.bias, self.log_scale)
+        if self.deinterleave:
+            weights = [evens_first(w) for w in weights]
+        kernel, bias, log_scale = weights
+        return scaled_conv2d(x, kernel, bias, tf.exp(3.0 * log_scale))
+
+
+def evens_first(t):
+    """``concat(t[..., 0::2], t[..., 1::2])`` of ``t [..., 2m]`` as a reshape to ``[..., m, 2]``,
+    a transpose and a reshape back: its gradient is dense (a gather's, along the last axis, is a
+    sparse ``IndexedSlices``, which optimizers and Horovod treat as an embedding's)."""
+    pairs = tf.reshape(t, [*t.shape[:-1], t.shape[-1] // 2, 2])
+    rank = len(pairs.shape)
+    pairs = tf.transpose(pairs, [*range(rank - 2), rank - 1, rank - 2])
+    return tf.reshape(pairs, t.shape)
 
 
 def _small_normal():
@@ -55,9 +81,9 @@ class CouplingNetwork(keras.layers.Layer):
     """Glow's coupling network ``NN(x_b)``, shapes ``[B, H, W, C_b] → [B, H, W, out_channels]``.
 
     3×3 conv (``width``) → ActNorm → ReLU → 1×1 conv (``width``) → ActNorm → ReLU →
-    :class:`ZeroConv2D` 3×3 (``out_channels``). The convolutions before an ActNorm carry no bias
-    (the ActNorm's is enough). The last layer outputs zeros at construction, so the coupling that
-    uses it starts as the identity.
+    :class:`ZeroConv2D` 3×3 (``out_channels``; ``deinterleave`` passes to it). The convolutions
+    before an ActNorm carry no bias (the ActNorm's is enough). The last layer outputs zeros at
+    construction, so the coupling that uses it starts as the identity.
 
     Mixed precision (``compute_dtype="bfloat16"``): the two hidden convolutions compute in
     bfloat16 from float32 weights (Keras' ``mixed_bfloat16`` policy), the ActNorms in float32
@@ -68,7 +94,8 @@ class CouplingNetwork(keras.layers.Layer):
     optimisation moves it: the network computes the same values eagerly and in ``tf.function``.
     """
 
-    def __init__(self, out_channels, width, compute_dtype="float32", **kwargs):
+    def __init__(self, out_channels, width, compute_dtype="float32", deinterleave=False,
+                 **kwargs):
         super().__init__(**kwargs)
         policy = "mixed_bfloat16" if compute_dtype == "bfloat16" else "float32"
         self.conv_in = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
@@ -77,7 +104,7 @@ class CouplingNetwork(keras.layers.Layer):
         self.conv_hidden = keras.layers.Conv2D(width, 1, padding="same", use_bias=False,
                                                kernel_initializer=_small_normal(), dtype=policy)
         self.norm_hidden = ActNorm()
-        self.conv_out = ZeroConv2D(out_channels, dtype="float32")
+        self.conv_out = ZeroConv2D(out_channels, deinterleave=deinterleave, dtype="float32")
 
     def call(self, x):
         folded = (self.conv_in.compute_dtype == "float32" and self.norm_hidden.built
