@@ -25,11 +25,7 @@ Prints a markdown table; with ``--output`` it also writes it, with the command, 
 import argparse
 import collections
 import dataclasses
-import datetime
 import os
-import pathlib
-import platform
-import sys
 import tempfile
 
 import throughput  # bench/throughput.py, beside this file (imports glow_nxn, tf-keras first)
@@ -130,7 +126,6 @@ def main():
         totals["both"] += calls * both
         print(f"{conv.label()} ×{calls}: forward {forward * 1e3:.2f} ms, forward + backward "
               f"{both * 1e3:.2f} ms", flush=True)
-    load_after = os.getloadavg()[0]
 
     def share(flops, seconds):
         return f"{flops / seconds / peak:.0%}"
@@ -163,18 +158,8 @@ def main():
               f"{totals['both'] * 1e3:.1f} ms alone; sampling {args.batch / sample_seconds:.0f} "
               f"images/s, {share(sample_flops * args.batch, sample_seconds)} of the peak. The "
               f"convolutions' forward FLOPs are {conv_part:.0%} of a third of the training "
-              f"step's (the profiler's count, {train_flops / 1e6:.0f} MFLOP per image).",
-              "",
-              f"1-minute load average {load_before:.2f} before, {load_after:.2f} after, on "
-              f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}); "
-              f"{datetime.date.today()}."]
-    table = "\n".join(lines)
-    print()
-    print(table)
-    if args.output:
-        command = "python bench/kernel_ceiling.py " + " ".join(sys.argv[1:])
-        pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(args.output).write_text(f"{command}\n\n{table}\n")
+              f"step's (the profiler's count, {train_flops / 1e6:.0f} MFLOP per image)."]
+    throughput.publish(lines, load_before, args.output)
 
 
 if __name__ == "__main__":

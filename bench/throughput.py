@@ -223,7 +223,6 @@ def main():
                   flush=True)
         pipeline = (pipeline_seconds(base, args, os.path.join(tmp, "tfds"))
                     if base.image_shape == (28, 28, 1) else None)
-    load_after = os.getloadavg()[0]
     verdicts = mixing_verdicts(rows)
     lines = [f"`{args.preset}` ({base.image_shape[0]}×{base.image_shape[1]}×"
              f"{base.image_shape[2]}, K={base.steps_per_level}, L={base.levels}, width "
@@ -249,16 +248,22 @@ def main():
     if pipeline is not None:
         lines.append(f"| input pipeline alone (MNIST) | {args.batch / pipeline:.0f} | — | — | — "
                      "| — | — | — |" + (" — |" if verdicts else ""))
-    lines += ["", f"1-minute load average {load_before:.2f} before, {load_after:.2f} after, on "
-              f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}); "
-              f"{datetime.date.today()}."]
+    publish(lines, load_before, args.output)
+
+
+def publish(lines, load_before, output):
+    """Print the table ``lines`` with the machine, the load average and the date under it; with
+    ``output`` also write it to that file, under the command that made it."""
+    lines = [*lines, "", f"1-minute load average {load_before:.2f} before, "
+             f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores "
+             f"({platform.processor() or platform.machine()}); {datetime.date.today()}."]
     table = "\n".join(lines)
     print()
     print(table)
-    if args.output:
-        command = "python bench/throughput.py " + " ".join(sys.argv[1:])
-        pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(args.output).write_text(f"{command}\n\n{table}\n")
+    if output:
+        command = f"python bench/{pathlib.Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
+        pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(output).write_text(f"{command}\n\n{table}\n")
 
 
 if __name__ == "__main__":
