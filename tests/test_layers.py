@@ -274,7 +274,6 @@ def test_the_coupling_network_folded_equals_its_layers_one_by_one():
     np.testing.assert_allclose(network(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
-
 def test_couplings_and_splits_read_glows_interleaved_channels():
     """The stored weights keep Glow's layout: an affine coupling's shift is the even output
     channels of its network's last layer and its scale logit the odd ones; a split's mean and
