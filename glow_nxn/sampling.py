@@ -12,8 +12,10 @@ Pictures are computed first and checked, and :func:`write_pngs` writes them only
 broken model is reported, not rendered: latents or reconstructions of test images that are not
 finite, or samples none of which is finite, raise :class:`~glow_nxn.errors.TrainingDiverged`.
 A model that is sound on data can still overflow in its inverse for a few latents drawn far out
-in the tails (at high temperature, early in training): those samples are drawn black and counted
-(:attr:`SampleGrids.nonfinite`), so the caller can say so.
+in the tails (at high temperature, early in training): an affine coupling's inverse divides by
+its scale ``sigmoid(h + 2) ∈ (0, 1)``, and a latent that drives a coupling network off its
+training data can make that scale tiny (bench/inverse_growth.py shows where). Those samples are
+drawn black and counted (:attr:`SampleGrids.nonfinite`), so the caller can say so.
 """
 import dataclasses
 import os
