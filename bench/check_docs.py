@@ -23,7 +23,7 @@ EXEMPT = "<!-- unchecked:"
 
 
 def evidence_values(root):
-    """Every float in the JSON and JSON-lines files under ``root``."""
+    """The magnitude of every float in the JSON and JSON-lines files under ``root``."""
     values = set()
 
     def walk(node):
@@ -34,7 +34,7 @@ def evidence_values(root):
             for value in node:
                 walk(value)
         elif isinstance(node, float):
-            values.add(node)
+            values.add(abs(node))  # a figure's sign is written apart from it ("−0.0375", "lower by")
 
     for path in glob.glob(os.path.join(root, "**", "*.json*"), recursive=True):
         with open(path) as handle:
