@@ -703,6 +703,25 @@ def test_sigterm_and_sigint_stop_after_a_checkpoint_and_the_same_command_resumes
         stopped_at = step
 
 
+@pytest.mark.parametrize("name,remat", [("cifar10", False), ("imagenet32", False),
+                                        ("imagenet64", False), ("celeba_hq_256", True)])
+def test_the_paper_flagfiles_describe_the_papers_setups(name, remat):
+    """configs/<name>.cfg is the paper's setup: its preset's model on its dataset, Adam at 1e-3,
+    64 images per GPU; celeba_hq_256's also recomputes activations (no GPU fits 64 of its images
+    without, docs/PERFORMANCE.md)."""
+    code = ("import sys; sys.argv = ['train.py', '--workdir=w', '--flagfile=configs/%s.cfg']; "
+            "import flags as f; f.define_model_flags(); f.define_data_flags(); "
+            "f.define_train_flags(); f.FLAGS(sys.argv); "
+            "from glow_nxn.config import preset; run = f.run_config(); "
+            "print(run.model == preset('%s'), run.data.dataset, run.train.optimizer, "
+            "run.train.learning_rate, run.train.per_replica_batch_size, run.train.remat)"
+            % (name, name))
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=script_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", name, "adam", "0.001", "64", str(remat)]
+
+
 def test_train_flags_default_to_the_configs_defaults():
     """train.py with no flag but --workdir describes the run of the configs' own defaults: the
     mnist preset, DataConfig() and TrainConfig(), so no default is stated twice."""
