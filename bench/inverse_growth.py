@@ -42,22 +42,29 @@ def parse_args():
 
 
 def inverse_links(model):
-    """``(name, function)`` of every step of ``model.inverse``, in its order: the top prior,
-    then per level (last first) the split's inverse, which takes the level's latent, and the
-    level's bijectors (a flow step's links one by one), then the logit transform."""
+    """``(name, link)`` of every step of ``model.inverse``, in its order: the top prior, then per
+    level (last first) the split's inverse, which takes the level's latent, and the level's
+    bijectors (a flow step's links one by one), then the logit transform. ``link(h, zs)`` is the
+    step's output for its input ``h`` and the latents ``zs``."""
     def leaves(bijector):
         if hasattr(bijector, "bijectors"):
             return [leaf for link in reversed(bijector.bijectors) for leaf in leaves(link)]
         return [bijector]
 
-    links = [("top prior", model.top_prior.inverse)] if model.top_prior is not None else []
+    def alone(inverse):
+        return lambda h, zs: inverse(h)[0]
+
+    def split(index):
+        return lambda h, zs: model.splits[index].inverse(tf.concat([h, zs[index]], axis=-1))[0]
+
+    links = [("top prior", alone(model.top_prior.inverse))] if model.top_prior is not None else []
     for index in reversed(range(len(model.levels))):
         if index < len(model.splits):
-            links.append((f"split {index} (with latent {index})", ("split", index)))
-        links += [(f"level {index}: {leaf.name}", leaf.inverse)
+            links.append((f"split {index} (with latent {index})", split(index)))
+        links += [(f"level {index}: {leaf.name}", alone(leaf.inverse))
                   for leaf in leaves(model.levels[index])]
     if model.logit is not None:
-        links.append(("logit transform", model.logit.inverse))
+        links.append(("logit transform", alone(model.logit.inverse)))
     return links
 
 
@@ -97,10 +104,7 @@ def trace(model, args, bad, rows):
           "| --- | ---: | ---: |")
     h = zs[-1]
     for name, link in inverse_links(model):
-        if isinstance(link, tuple):
-            h, _ = model.splits[link[1]].inverse(tf.concat([h, zs[link[1]]], axis=-1))
-        else:
-            h, _ = link(h)
+        h = link(h, zs)
         values = h.numpy()
         ok = np.isfinite(values)
         largest = float(np.max(np.abs(values[ok]))) if ok.any() else float("nan")
