@@ -48,7 +48,8 @@ def parse_args():
 def scores(workdir, weights, data_config, seed, batch_size):
     """``(step, {image index: bits/dim})`` of the run's newest checkpoint."""
     loaded = RunFolder(workdir).load_model(None, weights)
-    test = data.evaluation_split(data_config, Replicas(), image_shape=loaded.model.config.image_shape,
+    test = data.evaluation_split(data_config, Replicas(),
+                                 image_shape=loaded.model.config.image_shape,
                                  batch_size=batch_size)
     values = evaluation.per_image_bits(loaded.model, test, seed)
     return loaded.step, dict(zip(values["index"].numpy().tolist(), values["bits"].numpy()))
@@ -61,12 +62,11 @@ def compare(reference, other):
     indices = sorted(reference)
     ref = np.array([reference[i] for i in indices])
     run = np.array([other[i] for i in indices])
-    diff = run - ref
-    return {"images": len(indices), "mean": float(run.mean()),
-            "standard_error": float(run.std(ddof=1) / np.sqrt(run.size)),
-            "difference": float(diff.mean()),
-            "paired_standard_error": float(diff.std(ddof=1) / np.sqrt(diff.size)),
-            "share_lower": float(np.mean(diff < 0))}
+    mean, standard_error = evaluation.mean_and_error(run)
+    difference, paired_standard_error = evaluation.mean_and_error(run - ref)
+    return {"images": len(indices), "mean": mean, "standard_error": standard_error,
+            "difference": difference, "paired_standard_error": paired_standard_error,
+            "share_lower": float(np.mean(run < ref))}
 
 
 def main():

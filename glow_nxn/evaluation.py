@@ -79,7 +79,8 @@ class ClassScores:
         return line
 
 
-def _mean_and_error(values):
+def mean_and_error(values):
+    """``(mean, standard error of the mean)`` of ``values [n]``, in float64 (error 0 for one)."""
     values = np.asarray(values, np.float64)
     error = float(np.std(values, ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
     return float(np.mean(values)), error
@@ -89,7 +90,7 @@ def class_scores(labels, marginal_bits, bayes, classified=None):
     """The :class:`ClassScores` of per-image true ``labels``, ``marginal_bits``, Bayes-rule
     predictions ``bayes`` and classifier predictions ``classified`` (None: no classifier)."""
     labels = np.asarray(labels)
-    marginal, error = _mean_and_error(marginal_bits)
+    marginal, error = mean_and_error(marginal_bits)
     return ClassScores(
         marginal_bits_per_dim=marginal, marginal_standard_error=error,
         bayes_accuracy=float(np.mean(np.asarray(bayes) == labels)),
@@ -104,7 +105,7 @@ def summarise(indices, bits, num_dequant_samples=1, classes=None):
     count = bits.size
     if count == 0:
         raise ValueError("the evaluation split is empty")
-    mean, standard_error = _mean_and_error(bits)
+    mean, standard_error = mean_and_error(bits)
     # Not-finite values sort last, so they are the worst.
     order = np.argsort(np.where(np.isnan(bits), np.inf, bits), kind="stable")[::-1][:NUM_WORST]
     return EvalResult(
