@@ -31,8 +31,10 @@ class WeightAverage(tf.Module):
         """Move every shadow towards its variable (module docstring), ``num_updates = t``."""
         t = tf.cast(num_updates, tf.float32)
         decay = tf.minimum(self.decay, (1.0 + t) / (10.0 + t))
+        # θ̄ ← θ̄ − (1 − d)(θ̄ − θ), the same update, as one fused kernel per shadow.
         for shadow, variable in zip(self.shadows, self._targets):
-            shadow.assign(decay * shadow + (1.0 - decay) * variable)
+            tf.raw_ops.ResourceApplyGradientDescent(var=shadow.handle, alpha=1.0 - decay,
+                                                    delta=shadow - variable)
 
     def reset(self):
         """Shadows := the variables (after a data-dependent init, say)."""

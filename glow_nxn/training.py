@@ -69,7 +69,7 @@ import time
 
 import tensorflow as tf
 
-from glow_nxn import data, evaluation, objectives, sampling
+from glow_nxn import data, evaluation, objectives, optimizers, sampling
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.distributed import Replicas, device_description
 from glow_nxn.errors import Hung, TrainingDiverged, UserError, as_user_error
@@ -110,8 +110,9 @@ class Schedule:
 
 
 def make_optimizer(config):
-    """Adam or Adamax; its learning rate is set before every step from :class:`Schedule`."""
-    optimizer_class = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}
+    """Adam or Adamax (Keras's, one fused kernel per variable: glow_nxn/optimizers.py); its
+    learning rate is set before every step from :class:`Schedule`."""
+    optimizer_class = {"adam": optimizers.Adam, "adamax": optimizers.Adamax}
     return optimizer_class[config.optimizer](learning_rate=config.learning_rate)
 
 

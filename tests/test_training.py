@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glow_nxn import data, distributed, training
+from glow_nxn import data, distributed, optimizers, training
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.config import DataConfig, RunConfig, TrainConfig, preset
 from glow_nxn.distributed import Replicas
 from glow_nxn.errors import Hung, TrainingDiverged, UserError, WriteFailed
+from glow_nxn.keras import keras
 from glow_nxn.run_folder import RunFolder
 from test_support import TINY_CIFAR, tiny_run
 
@@ -391,6 +392,48 @@ def test_a_variant_training_step_equals_the_plain_one(tmp_path, variant):
     # The step moved the weights by about the learning rate, so the comparison above has teeth.
     assert max(float(np.max(np.abs(v.numpy() - b)))
                for v, b in zip(trainers[0].model.trainable_variables, before)) > 1e-4
+
+
+@pytest.mark.parametrize("name", ["adam", "adamax"])
+def test_fused_optimizers_take_keras_steps_with_one_kernel_per_variable(name):
+    """glow_nxn.optimizers' Adam/Adamax against Keras's own, from the same start, over 5 steps
+    of varying gradients and learning rates (the bias corrections change every step): the same
+    weights and slots to float32 rounding. Their traced update holds one fused kernel per
+    variable and none of the assignments Keras's ``update_step`` makes."""
+    start = [np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4),
+             np.array([0.5, -2.0], np.float32)]
+    fused_class = {"adam": optimizers.Adam, "adamax": optimizers.Adamax}[name]
+    keras_class = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}[name]
+    runs = []
+    for optimizer_class in (fused_class, keras_class):
+        variables = [tf.Variable(value) for value in start]
+        optimizer = optimizer_class(learning_rate=1e-2)
+        optimizer.build(variables)
+        apply = tf.function(lambda grads, opt=optimizer, vs=variables:
+                            opt.apply_gradients(zip(grads, vs)))
+        rng = np.random.default_rng(0)
+        for step in range(5):
+            optimizer.learning_rate = 1e-2 / (step + 1)
+            apply([tf.constant(rng.normal(size=v.shape).astype(np.float32)) for v in variables])
+        runs.append((variables, optimizer))
+    (fused, fused_optimizer), (reference, reference_optimizer) = runs
+    for a, b, s in zip(fused, reference, start):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+        assert np.max(np.abs(a.numpy() - s)) > 1e-2  # the steps moved the weights
+    for a, b in zip(fused_optimizer.variables(), reference_optimizer.variables()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    assert int(fused_optimizer.iterations.numpy()) == 5
+
+    variables = [tf.Variable(value) for value in start]
+    optimizer = fused_class(learning_rate=1e-2)
+    optimizer.build(variables)
+    graph = tf.function(lambda: optimizer.apply_gradients(
+        zip([tf.ones_like(v) for v in variables], variables))).get_concrete_function().graph
+    kinds = [op.type for op in graph.get_operations()]
+    kernel = {"adam": "ResourceApplyAdam", "adamax": "ResourceApplyAdaMax"}[name]
+    assert kinds.count(kernel) == len(variables)
+    assert kinds.count("AssignVariableOp") == 0 and kinds.count("AssignSubVariableOp") == 0
+    assert kinds.count("AssignAddVariableOp") == 1  # the iteration count
 
 
 def test_weight_average_follows_its_formula():
