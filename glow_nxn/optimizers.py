@@ -32,55 +32,47 @@ class _FusedUpdate:
 
     Overrides the method through which tf-keras's ``apply_gradients`` updates the variables
     (``_distributed_apply_gradients_fn``; tf-keras is pinned, and tests/test_training.py checks
-    that the traced update holds the fused kernels and none of Keras's assignments)."""
+    that the traced update holds the fused kernels and none of Keras's assignments). A subclass
+    names its ``_kernel``, the Keras attributes holding its two slot lists (``_slot_lists``) and
+    the kernel's scalar arguments (``_step_scalars(t)``)."""
 
     def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
         scalars = self._step_scalars(tf.cast(self.iterations + 1, tf.float32))
 
         def apply(variable, gradient):
-            slots = self._slots_of(variable)
-            return self._fused_apply(variable, slots, tf.convert_to_tensor(gradient), scalars)
+            index = self._index_dict[self._var_key(variable)]
+            first, second = (getattr(self, name)[index] for name in self._slot_lists)
+            return self._kernel(var=variable.handle, m=first.handle, v=second.handle,
+                                grad=tf.convert_to_tensor(gradient), **scalars)
 
         for gradient, variable in grads_and_vars:
             distribution.extended.update(variable, apply, args=(gradient,), group=False)
         return self.iterations.assign_add(1)
 
-    def _scalar(self, value):
-        return tf.cast(value, tf.float32)
+    def _scalars(self, t, **extra):
+        """The arguments both kernels take (β₁ᵗ, η, β₁, β₂, ε) as float32, and ``extra``."""
+        def f32(value):
+            return tf.cast(value, tf.float32)
+        return dict(beta1_power=tf.pow(f32(self.beta_1), t), lr=f32(self.learning_rate),
+                    beta1=f32(self.beta_1), beta2=f32(self.beta_2), epsilon=f32(self.epsilon),
+                    **extra)
 
 
 class Adam(_FusedUpdate, keras.optimizers.Adam):
     """Keras's Adam (default β₁ = 0.9, β₂ = 0.999, ε = 1e-7) with ``ResourceApplyAdam``."""
 
+    _kernel = staticmethod(tf.raw_ops.ResourceApplyAdam)
+    _slot_lists = ("_momentums", "_velocities")
+
     def _step_scalars(self, t):
-        return dict(beta1_power=tf.pow(self._scalar(self.beta_1), t),
-                    beta2_power=tf.pow(self._scalar(self.beta_2), t),
-                    lr=self._scalar(self.learning_rate), beta1=self._scalar(self.beta_1),
-                    beta2=self._scalar(self.beta_2), epsilon=self._scalar(self.epsilon))
-
-    def _slots_of(self, variable):
-        index = self._index_dict[self._var_key(variable)]
-        return self._momentums[index], self._velocities[index]
-
-    def _fused_apply(self, variable, slots, gradient, scalars):
-        m, v = slots
-        return tf.raw_ops.ResourceApplyAdam(var=variable.handle, m=m.handle, v=v.handle,
-                                            grad=gradient, **scalars)
+        return self._scalars(t, beta2_power=tf.pow(tf.cast(self.beta_2, tf.float32), t))
 
 
 class Adamax(_FusedUpdate, keras.optimizers.Adamax):
     """Keras's Adamax (default β₁ = 0.9, β₂ = 0.999, ε = 1e-7) with ``ResourceApplyAdaMax``."""
 
+    _kernel = staticmethod(tf.raw_ops.ResourceApplyAdaMax)
+    _slot_lists = ("_m", "_u")
+
     def _step_scalars(self, t):
-        return dict(beta1_power=tf.pow(self._scalar(self.beta_1), t),
-                    lr=self._scalar(self.learning_rate), beta1=self._scalar(self.beta_1),
-                    beta2=self._scalar(self.beta_2), epsilon=self._scalar(self.epsilon))
-
-    def _slots_of(self, variable):
-        index = self._index_dict[self._var_key(variable)]
-        return self._m[index], self._u[index]
-
-    def _fused_apply(self, variable, slots, gradient, scalars):
-        m, u = slots
-        return tf.raw_ops.ResourceApplyAdaMax(var=variable.handle, m=m.handle, v=u.handle,
-                                              grad=gradient, **scalars)
+        return self._scalars(t)
