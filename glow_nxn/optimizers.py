@@ -3,7 +3,7 @@ r"""Adam and Adamax that update each variable with one fused kernel.
 tf-keras 2.18's ``Adam.update_step`` builds about twenty operations per variable and step (the
 bias corrections are computed again for every variable; the moments and the update are six
 element-wise passes and three assignments). A flow has many small variables (every ActNorm,
-mixing and coupling of every step: 344 at issue 10's shape R1, about 2,400 at the celeba_hq_256
+mixing and coupling of every step: 344 at issue 10's shape R1, 2,705 at the celeba_hq_256
 preset), so those operations cost trace time and, on a CPU, a share of every step.
 :class:`Adam` and :class:`Adamax` keep Keras's optimizers, their slots (``m``/``v``, ``m``/``u``:
 checkpoints are unchanged) and their update rule, and compute the step's scalars once, then
