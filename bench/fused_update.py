@@ -11,8 +11,9 @@ it builds the real :class:`glow_nxn.training.Trainer` twice in one process: once
 the trace of the compiled step (``get_concrete_function``), its first call (graph optimisation,
 kernel set-up and one step) and then, after one untimed window each, ``--rounds`` windows of
 ``--steps`` steps, the two alternating window by window on a fixed batch of noise, so a change
-in the machine's load hits both. It prints a table of the medians and the median ratio of paired windows, and the number
-of operations in each traced graph (its functions included: the update runs in a ``tf.cond``).
+in the machine's load hits both. It prints a table of the medians, the median ratio of paired
+windows and the number of operations in each traced graph (its functions included: the update
+runs in a ``tf.cond``).
 """
 import argparse
 import datetime
