@@ -105,7 +105,10 @@ def define_train_flags():
     flags.DEFINE_boolean("scale_lr_by_workers", _TRAIN["scale_lr_by_workers"], "multiply the "
                          "learning rate by the number of processes")
     flags.DEFINE_integer("warmup_steps", _TRAIN["warmup_steps"], "linear learning-rate warm-up, "
-                         "in steps")
+                         "in steps, at most --warmup_share of the run")
+    flags.DEFINE_float("warmup_share", _TRAIN["warmup_share"], "the largest share of the run's "
+                       "steps the warm-up may take (of a time-bounded run: the steps its pace "
+                       "will take; 1: up to the whole run)")
     flags.DEFINE_enum("lr_schedule", _TRAIN["lr_schedule"], list(run_configs.LR_SCHEDULES),
                       "cosine: decay to --lr_floor over --train_steps or --max_train_seconds; "
                       "constant: the paper's")

@@ -243,11 +243,13 @@ class TrainConfig:
     Batch sizes are per replica (per process, per GPU); the global batch is
     ``per_replica_batch_size`` times the number of processes.
 
-    The learning rate at update ``t`` is ``learning_rate · min(1, (t+1)/warmup_steps) ·
+    The learning rate at update ``t`` is ``learning_rate · min(1, (t+1)/T_w) ·
     decay(progress) · recovery_scale``: ``decay`` is a half cosine from 1 to ``lr_floor`` over the
     run (``lr_schedule="cosine"``) or 1 (``"constant"``); ``progress`` is the larger of
     ``t / train_steps`` and ``seconds / max_train_seconds`` (when a time budget is set), so a
-    time-bounded run ends annealed. ``ema_decay`` > 0 keeps an exponential moving average of the
+    time-bounded run ends annealed. The warm-up ``T_w`` is ``warmup_steps``, at most
+    ``warmup_share`` of the run's length in steps (of a time-bounded run, estimated from its pace:
+    :meth:`glow_nxn.training.Schedule.run_steps`). ``ema_decay`` > 0 keeps an exponential moving average of the
     weights (Polyak averaging) that evaluation and sampling use. ``grad_clip_norm`` > 0 clips the
     gradient's global norm. A loss spike (the mean of the last ``spike_window`` losses more than
     ``spike_threshold`` bits/dim above its lowest value) rolls the run back to its newest healthy
@@ -274,6 +276,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     scale_lr_by_workers: bool = False
     warmup_steps: int = 200
+    warmup_share: float = 0.1
     lr_schedule: str = "cosine"
     lr_floor: float = 0.0
     grad_clip_norm: float = 100.0
@@ -315,6 +318,7 @@ class TrainConfig:
         check_int("seed", self.seed, 0, MAX_SEED)
         check_float("learning_rate", self.learning_rate, above=0.0)
         check_float("lr_floor", self.lr_floor, 0.0, 1.0)
+        check_float("warmup_share", self.warmup_share, above=0.0, maximum=1.0)
         check_float("ema_decay", self.ema_decay, 0.0, 1.0)
         if self.ema_decay == 1.0:
             raise ValueError("ema_decay must be below 1 (1 would never move the average); "

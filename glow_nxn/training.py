@@ -15,14 +15,21 @@ so all replicas hold identical weights throughout.
 **The recipe** (:class:`~glow_nxn.config.TrainConfig`; docs/RESULTS.md has the ablations):
 
 .. math::  \eta_t = \eta \cdot \min\Big(1, \frac{t+1}{T_w}\Big) \cdot
-           \Big(f + (1-f)\,\frac{1 + \cos(\pi p)}{2}\Big) \cdot s
+           \Big(f + (1-f)\,\frac{1 + \cos(\pi p)}{2}\Big) \cdot s,
+           \qquad T_w = \max\big(1, \min(\text{warmup\_steps}, w N)\big)
 
-with ``η = learning_rate`` (× the number of processes if ``scale_lr_by_workers``), ``T_w =
-warmup_steps``, ``f = lr_floor``, ``s`` the factor left by spike recoveries, and ``p ∈ [0, 1]`` the
-run's progress: the larger of ``t / train_steps`` and ``seconds / max_train_seconds``. So a run
-bounded by time ends annealed too, and since ``t``, the seconds spent and ``s`` are in every
-checkpoint, a resumed run continues the same schedule (``max_train_seconds`` is the budget of the
-whole run, summed over resumptions). Rank 0's clock decides: its seconds are broadcast every step.
+with ``η = learning_rate`` (× the number of processes if ``scale_lr_by_workers``), ``f =
+lr_floor``, ``s`` the factor left by spike recoveries, and ``p ∈ [0, 1]`` the run's progress: the
+larger of ``t / train_steps`` and ``seconds / max_train_seconds``. So a run bounded by time ends
+annealed too, and since ``t``, the seconds spent and ``s`` are in every checkpoint, a resumed run
+continues the same schedule (``max_train_seconds`` is the budget of the whole run, summed over
+resumptions). Rank 0's clock decides: its seconds are broadcast every step.
+
+The warm-up ``T_w`` lasts ``warmup_steps``, but at most the share ``w = warmup_share`` of the run's
+length ``N`` in steps (:meth:`Schedule.run_steps`): ``train_steps``, or, when a time budget ends
+the run first, the steps it will have taken at its pace. So a short run, or one on a slow
+machine, spends a bounded share of itself warming up (with 200 steps the 6-minute main job on a
+slow CPU warmed up for half its steps and its rate peaked at half the peak: docs/RESULTS.md).
 
 **The loop** (:meth:`Trainer.fit`)::
 
@@ -97,10 +104,26 @@ class Schedule:
         by_time = seconds / config.max_train_seconds if config.max_train_seconds else 0.0
         return max(by_steps, by_time)
 
-    def __call__(self, step, progress):
-        """``η_t`` at update ``step`` (updates taken so far) and run ``progress``."""
+    def run_steps(self, step, seconds, pace=None):
+        """``N``: the run's length in steps. ``train_steps``; with a time budget and ``pace``
+        (steps per second, measured after the step function's trace), the smaller of that and
+        ``step`` plus the budget's remaining seconds at that pace."""
         config = self.config
-        warmup = min(1.0, (step + 1) / max(config.warmup_steps, 1))
+        if not config.max_train_seconds or not pace:
+            return config.train_steps
+        left = max(config.max_train_seconds - seconds, 0.0)
+        return min(config.train_steps, step + pace * left)
+
+    def warmup_length(self, run_steps):
+        """``T_w``: ``warmup_steps``, at most ``warmup_share × run_steps``, at least 1."""
+        return max(1.0, min(self.config.warmup_steps, self.config.warmup_share * run_steps))
+
+    def __call__(self, step, progress, run_steps=None):
+        """``η_t`` at update ``step`` (updates taken so far), run ``progress`` and the run's
+        length ``run_steps`` (default ``train_steps``)."""
+        config = self.config
+        run_steps = config.train_steps if run_steps is None else run_steps
+        warmup = min(1.0, (step + 1) / self.warmup_length(run_steps))
         if config.lr_schedule == "constant":
             decay = 1.0
         else:
@@ -308,6 +331,13 @@ class Trainer:
         return float(self.replicas.broadcast(tf.constant(seconds, tf.float64),
                                              name="glow_training_seconds").numpy())
 
+    def _pace(self, seconds):
+        """Steps per second of this process since its first step (which traces the step
+        function and so is not a step's time); ``None`` before two steps."""
+        if self._steps_taken < 2:
+            return None
+        return (self._steps_taken - 1) / max(seconds - self._first_step_ended, 1e-9)
+
     def run_step(self):
         """One step at the scheduled learning rate; returns its :class:`StepResult`."""
         step = int(self.state.step.numpy())
@@ -319,7 +349,9 @@ class Trainer:
             self.request_stop(TIME_BUDGET_SPENT if step < self.config.train_steps
                               else TRAIN_STEPS_REACHED)
             return None
-        learning_rate = self.schedule(step, progress) * float(self.state.lr_scale.numpy())
+        run_steps = self.schedule.run_steps(step, seconds, self._pace(seconds))
+        learning_rate = (self.schedule(step, progress, run_steps)
+                         * float(self.state.lr_scale.numpy()))
         self.optimizer.learning_rate = learning_rate
         batch = next(self._iterator)
         loss, grad_norm, finite = self._train_step(batch)
@@ -328,6 +360,9 @@ class Trainer:
         # the spent time and a resumed run takes no further step.
         ended = self._agreed_seconds()
         self.state.seconds.assign(ended)
+        self._steps_taken += 1
+        if self._steps_taken == 1:
+            self._first_step_ended = ended
         if step + 1 < self.config.train_steps and self.schedule.progress(step + 1, ended) >= 1.0:
             self.request_stop(TIME_BUDGET_SPENT)
         result = StepResult(step=step + 1, loss=float(loss), grad_norm=float(grad_norm),
@@ -385,6 +420,7 @@ class Trainer:
                  f"computing on {device_description()}")
         self._iterator = iter(train_data)
         self._clock_start, self._seconds_at_start = time.time(), float(self.state.seconds.numpy())
+        self._steps_taken, self._first_step_ended = 0, None
         with self.writer.as_default():
             tf.summary.scalar("data/skipped_images", len(skipped), step=start_step)
             for hook in self.hooks:

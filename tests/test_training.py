@@ -265,6 +265,45 @@ def test_schedule_warms_up_then_follows_the_cosine_to_the_floor():
     assert constant(0, 0.0) == constant(10**6, 1.0) == pytest.approx(1e-3)
 
 
+def test_the_warmup_lasts_at_most_its_share_of_the_run():
+    """``warmup_steps``, cut to ``warmup_share`` of the run's steps: of ``train_steps``, or, when
+    a time budget ends the run first, of the steps its pace will take."""
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=200, warmup_share=0.1,
+                         lr_schedule="constant", train_steps=600)
+    schedule = training.Schedule(config)
+    assert [schedule(t, 0.0) for t in (29, 59, 60)] == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert schedule(59, 0.0, run_steps=10**5) == pytest.approx(3e-4)  # 200 steps: 60 / 200
+    timed = training.Schedule(dataclasses.replace(config, train_steps=10**6,
+                                                  max_train_seconds=100.0))
+    assert timed.run_steps(50, 40.0, pace=None) == 10**6  # before the pace is known
+    assert timed.run_steps(50, 40.0, pace=2.0) == pytest.approx(170.0)  # 50 + 2 × 60
+    assert timed.run_steps(50, 140.0, pace=2.0) == pytest.approx(50.0)  # the budget is spent
+    assert timed.warmup_length(170.0) == pytest.approx(17.0)
+    assert timed.warmup_length(3.0) == 1.0
+    assert training.Schedule(dataclasses.replace(config, train_steps=10**5)).warmup_length(
+        10**5) == 200
+
+
+def test_a_time_bounded_run_ends_its_warmup_within_its_share_of_the_steps(tmp_path,
+                                                                           mocked_tfds):
+    """A warm-up of a million steps in a run of a few seconds: after its first two steps (the
+    first traces the step function) the run measures its pace, and the warm-up ends within the
+    first tenth of its steps (here: ≤ 15 %, the pace being an estimate); what ``warmup_steps``
+    alone would give is ~1e-4 of the peak at the end."""
+    recorder = Recorder()
+    run = tiny_run(train_steps=10**6, max_train_seconds=8.0, warmup_steps=10**6,
+                   warmup_share=0.1, learning_rate=1e-3, lr_schedule="constant")
+    with mocked_tfds(num_examples=40):
+        summary = training.train(run, str(tmp_path), log=quiet, hooks=[recorder])
+    rates = [r.learning_rate for r in recorder.results]
+    assert summary["stop_reason"] == "time budget spent" and len(rates) >= 50, len(rates)
+    # No pace yet: (t + 1) / T_w, T_w = warmup_share × train_steps = 10⁵.
+    assert rates[:2] == pytest.approx([1e-8, 2e-8])
+    warm = next(i for i, rate in enumerate(rates) if rate == pytest.approx(1e-3))
+    assert warm <= 0.15 * len(rates), (warm, len(rates))
+    assert all(rate == pytest.approx(1e-3) for rate in rates[warm:])
+
+
 def test_progress_is_the_larger_of_steps_and_time():
     schedule = training.Schedule(TrainConfig(train_steps=100, max_train_seconds=60.0))
     assert schedule.progress(10, 30.0) == pytest.approx(0.5)
