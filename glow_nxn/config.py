@@ -249,13 +249,15 @@ class TrainConfig:
     ``t / train_steps`` and ``seconds / max_train_seconds`` (when a time budget is set), so a
     time-bounded run ends annealed. The warm-up ``T_w`` is ``warmup_steps``, at most
     ``warmup_share`` of the run's length in steps (of a time-bounded run, estimated from its pace:
-    :meth:`glow_nxn.training.Schedule.run_steps`). ``ema_decay`` > 0 keeps an exponential moving average of the
-    weights (Polyak averaging) that evaluation and sampling use. ``grad_clip_norm`` > 0 clips the
-    gradient's global norm. A loss spike (the mean of the last ``spike_window`` losses more than
-    ``spike_threshold`` bits/dim above its lowest value) rolls the run back to its newest healthy
-    state and multiplies the learning rate by ``recovery_lr_factor``, at most ``max_recoveries``
-    times. ``eval_every_steps`` = 0 never evaluates during training; ``eval_weights`` picks the
-    weights it evaluates and samples with (``ema``: the average, when there is one; ``raw``).
+    :meth:`glow_nxn.training.Schedule.run_steps`). ``ema_decay`` > 0 keeps an exponential
+    moving average of the weights (Polyak averaging) that evaluation and sampling use.
+    ``grad_clip_norm`` > 0 clips the gradient's global norm. A loss spike (the mean of the last
+    ``spike_window`` losses more than ``spike_threshold`` bits/dim above its lowest value) rolls
+    the run back to its newest healthy state and multiplies the learning rate by
+    ``recovery_lr_factor``, at most ``max_recoveries`` times; the guard watches from step
+    ``warmup_steps`` on, however short the warm-up. ``eval_every_steps`` = 0 never evaluates
+    during training; ``eval_weights`` picks the weights it evaluates and samples with (``ema``:
+    the average, when there is one; ``raw``).
     ``step_timeout_seconds`` > 0 ends the job when no step completes for that long (a process
     that hangs; it must exceed a step plus an evaluation plus a checkpoint write);
     ``first_step_timeout_seconds`` > 0 does the same for the first step of a run or resume,

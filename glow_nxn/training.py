@@ -27,9 +27,11 @@ resumptions). Rank 0's clock decides: its seconds are broadcast every step.
 
 The warm-up ``T_w`` lasts ``warmup_steps``, but at most the share ``w = warmup_share`` of the run's
 length ``N`` in steps (:meth:`Schedule.run_steps`): ``train_steps``, or, when a time budget ends
-the run first, the steps it will have taken at its pace. So a short run, or one on a slow
-machine, spends a bounded share of itself warming up (with 200 steps the 6-minute main job on a
-slow CPU warmed up for half its steps and its rate peaked at half the peak: docs/RESULTS.md).
+the run first, the steps it will have taken at its pace (steps per second of rank 0's clock,
+from the second step a process takes on, the first being the trace; the same on every replica;
+a time-bounded run resumed during its warm-up measures it anew). So a short run, or one on a
+slow machine, spends a bounded share of itself warming up (with 200 steps the 6-minute main job
+on a slow CPU warmed up for half its steps and its rate peaked at half the peak: docs/RESULTS.md).
 
 **The loop** (:meth:`Trainer.fit`)::
 

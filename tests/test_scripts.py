@@ -436,6 +436,8 @@ BAD_INPUTS = [
      "learning_rate must be a number above 0.0, got nan"),
     ("train.py", "scale_lr_by_workers", train("--scale_lr_by_workers=maybe"), NOT_BOOLEAN),
     ("train.py", "warmup_steps", train("--warmup_steps=-1"), "warmup_steps must be an integer >= 0"),
+    ("train.py", "warmup_share", train("--warmup_share=0"),
+     "warmup_share must be a number above 0.0 and at most 1.0, got 0.0"),
     ("train.py", "lr_schedule", train("--lr_schedule=linear"), ENUM),
     ("train.py", "lr_floor", train("--lr_floor=2"), "lr_floor must be a number in 0.0..1.0"),
     ("train.py", "grad_clip_norm", train("--grad_clip_norm=-1"),
