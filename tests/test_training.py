@@ -284,24 +284,39 @@ def test_the_warmup_lasts_at_most_its_share_of_the_run():
         10**5) == 200
 
 
-def test_a_time_bounded_run_ends_its_warmup_within_its_share_of_the_steps(tmp_path,
-                                                                           mocked_tfds):
-    """A warm-up of a million steps in a run of a few seconds: after its first two steps (the
-    first traces the step function) the run measures its pace, and the warm-up ends within the
-    first tenth of its steps (here: ≤ 15 %, the pace being an estimate); what ``warmup_steps``
-    alone would give is ~1e-4 of the peak at the end."""
+class Tick(training.Hook):
+    """A clock for training.py that advances one second after every step and stands still
+    otherwise (so a step's time is exactly 1 s and the first step's trace takes none)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def time(self):
+        return self.now
+
+    def after_step(self, trainer, result):
+        self.now += 1.0
+
+
+def test_a_time_bounded_run_ends_its_warmup_within_its_share_of_the_steps(
+        tmp_path, mocked_tfds, monkeypatch):
+    """A warm-up of a million steps in a run of 99 s at 1 step/s (a clock that ticks once per
+    step): after two steps the run knows its pace and length (100 steps), and warms up for a
+    tenth of them; ``warmup_steps`` alone would give 1e-4 of the peak at the end."""
+    clock = Tick()
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(time=clock.time,
+                                                                monotonic=time.monotonic))
     recorder = Recorder()
-    run = tiny_run(train_steps=10**6, max_train_seconds=8.0, warmup_steps=10**6,
-                   warmup_share=0.1, learning_rate=1e-3, lr_schedule="constant")
+    run = tiny_run(train_steps=10**6, max_train_seconds=99.0, warmup_steps=10**6,
+                   warmup_share=0.1, learning_rate=1e-3, lr_schedule="constant",
+                   checkpoint_every_steps=1000)
     with mocked_tfds(num_examples=40):
-        summary = training.train(run, str(tmp_path), log=quiet, hooks=[recorder])
-    rates = [r.learning_rate for r in recorder.results]
-    assert summary["stop_reason"] == "time budget spent" and len(rates) >= 50, len(rates)
-    # No pace yet: (t + 1) / T_w, T_w = warmup_share × train_steps = 10⁵.
-    assert rates[:2] == pytest.approx([1e-8, 2e-8])
-    warm = next(i for i, rate in enumerate(rates) if rate == pytest.approx(1e-3))
-    assert warm <= 0.15 * len(rates), (warm, len(rates))
-    assert all(rate == pytest.approx(1e-3) for rate in rates[warm:])
+        summary = training.train(run, str(tmp_path), log=quiet, hooks=[clock, recorder])
+    assert summary["stop_reason"] == "time budget spent" and summary["step"] == 100
+    # Steps 0 and 1: no pace yet, so T_w = warmup_share × train_steps = 10⁵. From step 2 on,
+    # the run's length is 100 steps and T_w = 10.
+    expected = [1e-8, 2e-8] + [1e-3 * min(1.0, (t + 1) / 10) for t in range(2, 100)]
+    assert [r.learning_rate for r in recorder.results] == pytest.approx(expected, rel=1e-9)
 
 
 def test_progress_is_the_larger_of_steps_and_time():
