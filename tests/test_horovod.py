@@ -92,8 +92,10 @@ def max_weight_difference(run_a, run_b):
 def equivalence(tmp_path_factory, mnist_data_dir):
     root = tmp_path_factory.mktemp("equivalence")
     (root / "records").mkdir()
+    # A 2-step warm-up in a 5-step run (--warmup_share=1: the default tenth would leave none).
     common = [*TINY_MNIST, "--shuffle_buffer=1", "--seed=0", "--train_steps=5",
-              "--warmup_steps=2", "--lr_schedule=constant", "--learning_rate=1e-3", "--log_every_steps=1", "--checkpoint_every_steps=5",
+              "--warmup_steps=2", "--warmup_share=1", "--lr_schedule=constant",
+              "--learning_rate=1e-3", "--log_every_steps=1", "--checkpoint_every_steps=5",
               "--eval_every_steps=1000"]
     # The 2-process run gets a data_dir that is not prepared yet: rank 0 has to prepare it.
     two = horovodrun("train.py", *common, f"--workdir={root / 'two'}",
