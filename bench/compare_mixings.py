@@ -32,9 +32,12 @@ from glow_nxn.model import Glow  # noqa: E402
 from glow_nxn.run_folder import RunFolder  # noqa: E402
 
 
-
 def run(args):
-    subprocess.run([sys.executable, *args], cwd=REPO, check=True)
+    """Run a script of the repository; if it fails, it has printed its one-line error: exit with
+    its code (75 after SIGTERM: the same command resumes), without this script's traceback."""
+    code = subprocess.run([sys.executable, *args], cwd=REPO).returncode
+    if code:
+        sys.exit(code)
 
 
 def parameter_count(workdir):
@@ -67,8 +70,8 @@ def train_and_evaluate(workdir, mixing, seed, args):
         seconds = json.load(handle)["seconds"]
     with open(os.path.join(workdir, "metrics.jsonl")) as handle:
         records = [json.loads(line) for line in handle]
-    warmup = RunFolder(workdir).load_config().train.warmup_steps
-    spikes, _ = diagnostics.count_spikes(records, after_step=warmup)
+    spikes, _ = diagnostics.count_spikes(
+        records, after_step=diagnostics.warmup_end(records))
     evidence = os.path.join(args.evidence, os.path.basename(workdir))
     os.makedirs(evidence, exist_ok=True)
     for name in ("config.json", "metrics.jsonl", "eval.json", "train_seconds.json"):

@@ -62,6 +62,14 @@ def commit():
     return head + ("+uncommitted" if dirty else "")
 
 
+def run(args):
+    """Run a script of the repository; if it fails, it has printed its one-line error: exit with
+    its code (75 after SIGTERM: the same command resumes), without this script's traceback."""
+    code = subprocess.run([sys.executable, *args], cwd=REPO).returncode
+    if code:
+        sys.exit(code)
+
+
 def add_row(row):
     with open(RESULTS) as handle:
         text = handle.read()
@@ -92,13 +100,12 @@ def main():
              f"--seed={args.seed}", "--log_every_steps=10", "--eval_every_steps=0",
              "--checkpoint_every_steps=500", *budget_flags, *data_flags, *args.train_flags]
     started, code = datetime.datetime.now(datetime.timezone.utc), commit()
-    subprocess.run([sys.executable, *train], cwd=REPO, check=True)
+    run(train)
     evaluations = {}
     for weights in ("ema", "raw"):
         output = os.path.join(workdir, f"eval_{weights}.json")
-        subprocess.run([sys.executable, "evaluate.py", f"--workdir={workdir}", *data_flags,
-                        f"--weights={weights}", f"--output={output}", "--batch_size=1000"],
-                       cwd=REPO, check=True)
+        run(["evaluate.py", f"--workdir={workdir}", *data_flags, f"--weights={weights}",
+             f"--output={output}", "--batch_size=1000"])
         with open(output) as handle:
             evaluations[weights] = json.load(handle)
 
@@ -106,10 +113,8 @@ def main():
                                                        split_images("test", args.data_dir))
     with open(os.path.join(workdir, "metrics.jsonl")) as handle:
         records = [json.loads(line) for line in handle]
-    with open(os.path.join(workdir, "config.json")) as handle:
-        config = json.load(handle)
-    warmup = config["train"]["warmup_steps"]
-    spikes, recoveries = diagnostics.count_spikes(records, after_step=warmup)
+    spikes, recoveries = diagnostics.count_spikes(
+        records, after_step=diagnostics.warmup_end(records))
     train_records = [r for r in records if r["kind"] == "train"]
     steps, seconds = train_records[-1]["step"], train_records[-1]["seconds"]
     ema, raw = evaluations["ema"], evaluations["raw"]

@@ -14,7 +14,9 @@ than this floor has learnt less than per-pixel histograms.
 **Spikes.** From a run's ``metrics.jsonl`` train records (mean bits/dim over each logging window
 of ``steps`` steps), the running mean over the last ``window`` steps is compared with its lowest
 value so far; a spike is a stretch where it is more than ``threshold`` bits/dim above that lowest
-value, counted once per stretch, after ``after_step`` (the warm-up).
+value, counted once per stretch, after ``after_step``: the end of the warm-up, which
+:func:`warmup_end` reads off the logged learning rates (the warm-up may be shorter than
+``--warmup_steps``: at most ``--warmup_share`` of the run).
 """
 import numpy as np
 
@@ -45,6 +47,17 @@ def running_means(records, window=50):
             mean = sum(steps * bits for steps, bits in recent) / covered
             means.append((record["step"], mean))
     return means
+
+
+def warmup_end(records):
+    """The step of the first train record logged at the run's highest learning rate: where the
+    warm-up ended, however long it was (0 if no record has a learning rate)."""
+    rates = [(record["step"], record["learning_rate"]) for record in records
+             if record.get("kind") == "train" and "learning_rate" in record]
+    if not rates:
+        return 0
+    peak = max(rate for _, rate in rates)
+    return next(step for step, rate in rates if rate >= peak * (1 - 1e-6))
 
 
 def count_spikes(records, window=50, threshold=0.3, after_step=0):

@@ -61,3 +61,17 @@ def test_spikes_are_counted_once_per_stretch_after_the_warm_up():
     early = [2.0] * 5 + [6.0] * 5 + [1.5] * 10
     assert diagnostics.count_spikes(records(early), after_step=200) == (0, 0)
     assert diagnostics.count_spikes(records(early), after_step=0) == (1, 0)
+
+
+def test_the_warmup_ends_where_the_logged_learning_rate_peaks():
+    def logged(rates):
+        return [{"kind": "train", "step": 10 * (i + 1), "learning_rate": rate}
+                for i, rate in enumerate(rates)]
+
+    # A warm-up to 3e-3 over 60 steps, then a cosine: the peak is logged at step 60.
+    assert diagnostics.warmup_end(logged([5e-4, 1e-3, 1.5e-3, 2e-3, 2.5e-3, 3e-3, 2.9e-3])) == 60
+    # A constant rate after the warm-up: its first step at the peak.
+    assert diagnostics.warmup_end(logged([1e-3, 2e-3, 3e-3, 3e-3, 3e-3])) == 30
+    # A roll-back's lower rate afterwards does not move it; no rates at all give 0.
+    assert diagnostics.warmup_end(logged([1e-3, 3e-3, 2.9e-3, 1.5e-3])) == 20
+    assert diagnostics.warmup_end([{"kind": "eval", "step": 10}]) == 0
