@@ -39,7 +39,7 @@ def main(argv):
         check_positive_int("--batch_size", FLAGS.batch_size)
     project_flags.check_output_file("output")
     folder.check_is_a_run()
-    data_config = project_flags.restored_data_config(folder.load_config().data)
+    data_config = project_flags.restored_data_config(folder.load_config())
     checkpoint = folder.resolve_checkpoint(FLAGS.checkpoint)
     replicas = distributed.connect()
     loaded = folder.load_model(checkpoint, FLAGS.weights)

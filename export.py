@@ -5,8 +5,9 @@
 Writes the run's model (its weight average when it has one; --weights=raw for the trained
 weights) with the serving signatures bits_per_dim, log_prob, encode, decode and sample
 (glow_nxn/export.py documents them). Load it from any TensorFlow 2 program with
-``tf.saved_model.load(path)``. --output must not exist yet; the SavedModel is written beside it
-and moved there when complete, so an interrupted export leaves nothing half-written.
+``tf.saved_model.load(path)``. --output must not exist yet (its parent folders are made); the
+SavedModel is written beside it and moved there when complete, so an interrupted export leaves
+nothing half-written.
 """
 import os
 import shutil
@@ -33,14 +34,19 @@ def main(argv):
     output = os.path.abspath(FLAGS.output)
     if os.path.lexists(output):
         raise UserError(f"--output {output} already exists: name a new folder, or remove it")
-    if not os.path.isdir(os.path.dirname(output)):
-        raise UserError(f"--output {output}: its parent folder does not exist; create it first")
+    existing = os.path.dirname(output)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"--output {output}: {existing} is a file, not a folder; name another "
+                        f"--output")
     folder.check_is_a_run()
     checkpoint = folder.resolve_checkpoint(FLAGS.checkpoint)
     loaded = folder.load_model(checkpoint, FLAGS.weights)
     partial = f"{output}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
+        os.makedirs(os.path.dirname(output), exist_ok=True)
         export.save(loaded.model, partial)
         os.rename(partial, output)
     except (OSError, tf.errors.OpError) as error:

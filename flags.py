@@ -201,6 +201,7 @@ def run_config():
         data = run_configs.DataConfig(**_flag_values(run_configs.DataConfig, dataset=dataset))
         train = run_configs.TrainConfig(**_flag_values(run_configs.TrainConfig))
         _data().check_paths(data)
+        _data().check_image_shape(dataset, model.image_shape)
         if FLAGS.class_conditional:
             model = dataclasses.replace(model, num_classes=_data().num_classes(dataset),
                                         classifier=FLAGS.class_weight > 0)
@@ -211,15 +212,28 @@ def run_config():
 
 
 def restored_data_config(saved):
-    """The training run's DataConfig ``saved`` with --dataset/--data_dir/--manual_dir/--on_bad_image
-    applied."""
+    """The DataConfig of the training run ``saved`` (a RunConfig) with --dataset/--data_dir/
+    --manual_dir/--on_bad_image applied; UserError if its model is class-conditional and another
+    --dataset does not have as many classes (it scores and draws each image given its class)."""
     given = {name: getattr(FLAGS, name)
              for name in ("dataset", "data_dir", "manual_dir", "on_bad_image")
              if getattr(FLAGS, name)}
     with as_user_error():
-        config = dataclasses.replace(saved, **given)
+        config = dataclasses.replace(saved.data, **given)
         _data().check_paths(config)
-        return config
+        _data().check_image_shape(config.dataset, saved.model.image_shape)
+    classes = saved.model.num_classes
+    if classes and config.dataset != saved.data.dataset:
+        try:
+            same = _data().num_classes(config.dataset) == classes
+        except ValueError:  # no class for some of its images
+            same = False
+        if not same:
+            raise UserError(f"the run's model is conditioned on the {classes} classes of "
+                            f"{saved.data.dataset}, and --dataset={config.dataset} does not give "
+                            f"every image one of {classes} classes: use the run's own dataset "
+                            f"(drop --dataset)")
+    return config
 
 
 def _flag_values(cls, **given):

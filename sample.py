@@ -81,7 +81,7 @@ def main(argv):
     if FLAGS.label is not None and not saved.model.num_classes:
         raise UserError("--label draws one class of a class-conditional model, and this run's "
                         "model is not one (train it with --class_conditional); drop --label")
-    data_config = project_flags.restored_data_config(saved.data)
+    data_config = project_flags.restored_data_config(saved)
     checkpoint = folder.resolve_checkpoint(FLAGS.checkpoint)
     loaded = folder.load_model(checkpoint, FLAGS.weights)
     with as_user_error():

@@ -155,6 +155,18 @@ def check_paths(config):
         check_folder_path("data_dir", config.data_dir)
 
 
+def check_image_shape(name, image_shape):
+    """ValueError unless the dataset ``name`` can feed a model of ``image_shape`` ``(H, W, C)``:
+    a named dataset's images are of one shape; a folder's are resized to any."""
+    if _folder(name) is not None:
+        return
+    native_shape = _named_dataset(name).image_shape
+    if tuple(image_shape) != native_shape:
+        raise ValueError(f"{name} images are {native_shape} but the model's image_shape is "
+                         f"{tuple(image_shape)}: train a model of that shape (the {name} preset) "
+                         f"or use a dataset of {tuple(image_shape)} images")
+
+
 def prepare_once(config, replicas):
     """Prepare ``config.dataset`` (a :class:`~glow_nxn.config.DataConfig`) before any process
     reads it: with several processes rank 0 prepares it while the others wait.
@@ -406,11 +418,7 @@ def _records(name, split, image_shape, data_dir, manual_dir):
     folder = _folder(name)
     if folder is not None:
         return _folder_records(folder, split, image_shape)
-    native_shape = _named_dataset(name).image_shape
-    if image_shape != native_shape:
-        raise ValueError(f"{name} images are {native_shape} but the model's image_shape is "
-                         f"{image_shape}: train a model of that shape (the {name} preset) or "
-                         f"use a dataset of {image_shape} images")
+    check_image_shape(name, image_shape)
     builder = _prepared_builder(name, data_dir, manual_dir)
     # Skip decoding here so that records are decoded only after sharding and shuffling.
     records = builder.as_dataset(split=DATASETS[name].splits[split], shuffle_files=False,

@@ -48,12 +48,22 @@ def class_order(model, num_samples):
     return tf.range(num_samples) * classes // num_samples
 
 
+def grid_columns(model, num_samples, labels=None):
+    """A grid's columns: ``m`` when it draws :func:`class_order` and ``n = K·m`` (a row per
+    class), else None (``images.grid``'s default, ``⌈√n⌉``)."""
+    classes = model.config.num_classes
+    if classes and labels is None and num_samples % classes == 0:
+        return num_samples // classes
+    return None
+
+
 def sample_grid(model, num_samples, temperature, seed, labels=None):
     """``num_samples`` samples at ``temperature`` as one uint8 ``[rows·H, columns·W, C]`` grid;
     of the classes ``labels [num_samples]`` (default: :func:`class_order`)."""
+    columns = grid_columns(model, num_samples, labels)
     labels = class_order(model, num_samples) if labels is None else labels
     samples = model.sample(num_samples, temperature=temperature, seed=seed, labels=labels)
-    return images.grid(objectives.to_uint8(samples, model.config.n_bits))
+    return images.grid(objectives.to_uint8(samples, model.config.n_bits), columns)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +84,7 @@ def sample_grids(model, temperatures, num_samples, seed, labels=None):
     no sample of any grid is finite.
     """
     grids, nonfinite = {}, {}
+    columns = grid_columns(model, num_samples, labels)
     labels = class_order(model, num_samples) if labels is None else labels
     for temperature in temperatures:
         samples = model.sample(num_samples, temperature=temperature, seed=seed, labels=labels)
@@ -83,7 +94,7 @@ def sample_grids(model, temperatures, num_samples, seed, labels=None):
             nonfinite[temperature] = bad
             samples = tf.where(finite[:, None, None, None], samples, -0.5)
         grids[f"samples_t{temperature:.2f}.png"] = images.grid(
-            objectives.to_uint8(samples, model.config.n_bits))
+            objectives.to_uint8(samples, model.config.n_bits), columns)
     if sum(nonfinite.values()) == num_samples * len(temperatures):
         raise TrainingDiverged("the model's samples are not finite at any temperature: its "
                                "weights are broken; use an older --checkpoint")

@@ -219,11 +219,26 @@ class Trainer:
     # ---- set-up ----------------------------------------------------------------------------
 
     def _check_same_model(self):
+        """A run resumes with the model, optimizer and weight average (on or off) its
+        checkpoints hold variables for; the average's decay and everything else may change."""
         saved = self.folder.load_config()
-        if saved is not None and saved.model != self.model_config:
+        if saved is None:
+            return
+        if saved.model != self.model_config:
             raise UserError(
                 f"{self.folder.path} holds a run of another model ({saved.model}); pass the same "
                 f"model flags to resume it, or a new --workdir")
+        if self.folder.latest_checkpoint() is None:
+            return
+        if saved.train.optimizer != self.config.optimizer:
+            raise UserError(
+                f"{self.folder.path} holds a run trained with --optimizer="
+                f"{saved.train.optimizer}; pass it to resume the run, or a new --workdir")
+        if saved.train.ema_decay <= 0 < self.config.ema_decay:
+            raise UserError(
+                f"{self.folder.path} holds a run trained without a weight average, so its "
+                f"checkpoints have none to resume; pass --ema_decay=0 to resume the run, or a new "
+                f"--workdir")
 
     def state_variables(self):
         """Every variable a replica must share with rank 0 (and that a checkpoint holds)."""
@@ -251,6 +266,9 @@ class Trainer:
         resuming = bool(self.replicas.broadcast(tf.constant(int(latest is not None)),
                                                  name="glow_resuming").numpy())
         if not resuming:
+            count = self.config.init_batch_size * self.replicas.size
+            self.log(f"initialising every ActNorm from {count} training images (data-dependent "
+                     f"init; minutes on a CPU at the large presets)")
             self.model.data_dependent_init(init_images(), reduce_mean=self.replicas.mean)
             if self.average is not None:
                 self.average.reset()

@@ -130,9 +130,10 @@ np.savez(sys.argv[3], **{f"{name}.{key}": value.numpy() for name, outputs in res
 def test_export_runs_without_glow_nxn_and_gives_the_models_numbers(trained_mnist, tmp_path,
                                                                    mnist_data_dir):
     run = trained_mnist[0]
-    result = run_script("export.py", f"--workdir={run}", f"--output={tmp_path / 'exported'}")
+    exported = tmp_path / "new" / "exported"  # its parent is made
+    result = run_script("export.py", f"--workdir={run}", f"--output={exported}")
     assert "(step 4, ema weights)" in result.stdout
-    assert sorted(os.listdir(tmp_path)) == ["exported"]  # no partial folder left behind
+    assert sorted(os.listdir(tmp_path / "new")) == ["exported"]  # no partial folder left behind
     model = glow_nxn.load(str(run))
     images = next(iter(data.evaluation_split(
         DataConfig(dataset="mnist", data_dir=mnist_data_dir), Replicas(),
@@ -140,7 +141,7 @@ def test_export_runs_without_glow_nxn_and_gives_the_models_numbers(trained_mnist
     noise = tf.random.stateless_uniform(tf.shape(images), seed=[3, 0])
     x = objectives.dequantize(images, model.config.n_bits, noise)
     np.savez(tmp_path / "inputs.npz", images=images.numpy(), x=x.numpy())
-    subprocess.run([sys.executable, "-c", EXPORTED_USER, str(tmp_path / "exported"),
+    subprocess.run([sys.executable, "-c", EXPORTED_USER, str(exported),
                     str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")],
                    cwd=tmp_path, env=script_env(), check=True, timeout=600)
     out = np.load(tmp_path / "outputs.npz")
@@ -327,9 +328,23 @@ def test_a_class_conditional_run_trains_evaluates_and_samples_one_class(conditio
         np.testing.assert_array_equal(written, expected)
     assert sampling.class_order(loaded.model, 20).numpy().tolist() == [
         k for k in range(10) for _ in range(2)]
+    # 20 = 10·2 samples of every class in turn: 2 columns, a row per class.
+    assert sampling.sample_grid(loaded.model, 20, 0.7, 4).shape == (10 * 28, 2 * 28, 1)
+    assert sampling.grid_columns(loaded.model, 8) is None
+    assert sampling.grid_columns(loaded.model, 20, labels=[3] * 20) is None
     unknown = run_script("sample.py", f"--workdir={run}", f"--data_dir={mnist_data_dir}",
                          f"--output_dir={tmp_path / 'none'}", "--label=eleven", expect_ok=False)
     assert "--label: no class 'eleven'; the classes are 0, 1, 2" in one_error_line(unknown)
+    # Another dataset whose images have no class cannot score a class-conditional model.
+    loose = tmp_path / "loose"
+    for split in ("train", "test"):
+        (loose / split).mkdir(parents=True)
+        tf.io.write_file(str(loose / split / "a.png"), tf.io.encode_png(tf.zeros([28, 28, 1],
+                                                                                 tf.uint8)))
+    other = run_script("evaluate.py", f"--workdir={run}", f"--dataset=folder:{loose}",
+                       expect_ok=False)
+    assert ("conditioned on the 10 classes of mnist, and --dataset=folder:" in
+            one_error_line(other))
 
 
 def test_class_scores_are_those_of_the_models_class_likelihoods(conditional_mnist,
@@ -498,6 +513,8 @@ BAD_INPUTS = [
     ("evaluate.py", "checkpoint", evaluate(), "no checkpoint in {tmp}/run/checkpoints"),
     ("evaluate.py", "weights", evaluate("--weights=best"), ENUM),
     ("evaluate.py", "dataset", evaluate("--dataset=mnistt"), "unknown dataset 'mnistt'"),
+    ("evaluate.py", "dataset", evaluate("--dataset=cifar10"),
+     "cifar10 images are (32, 32, 3) but the model's image_shape is (28, 28, 1)"),
     ("evaluate.py", "data_dir", evaluate("--data_dir={tmp}/file"), "is a file, not a folder"),
     ("evaluate.py", "manual_dir", evaluate("--manual_dir={tmp}/none"), "is not a folder"),
     ("evaluate.py", "on_bad_image", evaluate("--on_bad_image=ignore"), ENUM),
@@ -552,8 +569,8 @@ BAD_INPUTS = [
     ("export.py", "weights", export("--weights=best"), ENUM),
     ("export.py", "output", ["export.py", "--workdir={tmp}/run"], "--output is required"),
     ("export.py", "output", export("--output={tmp}/run"), "{tmp}/run already exists"),
-    ("export.py", "output", export("--output={tmp}/none/exported"),
-     "its parent folder does not exist"),
+    ("export.py", "output", export("--output={tmp}/run/config.json/exported"),
+     "{tmp}/run/config.json is a file, not a folder"),
 ]
 
 

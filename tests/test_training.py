@@ -62,9 +62,11 @@ def test_few_steps_on_mocked_cifar10(tmp_path, mocked_tfds):
     run, lines = tiny_run(), []
     with mocked_tfds(num_examples=40):
         summary = training.train(run, str(tmp_path), log=lines.append)
-    # The start-up line says what computes: this machine has no GPU, and says so.
+    # The init is announced; the start-up line says what computes: this machine has no GPU,
+    # and says so.
+    assert lines[0].startswith("initialising every ActNorm from 16 training images")
     assert "global batch 8, from step 0; computing on CPU only (no GPU visible; TensorFlow " \
-        "built with" in lines[0]
+        "built with" in lines[1]
     assert summary["step"] == 3 and summary["skipped_updates"] == 0
     assert summary["stop_reason"] == "train_steps reached"
     assert 0.0 < summary["train_bits_per_dim"] < 20.0
@@ -706,6 +708,24 @@ def test_workdir_of_another_model_is_refused(tmp_path, mocked_tfds):
     other = tiny_run(preset("cifar10", levels=2, steps_per_level=2, hidden_width=8))
     with pytest.raises(UserError, match="holds a run of another model"):
         training.Trainer(other, str(tmp_path))
+
+
+def test_a_resume_with_another_optimizer_or_a_new_weight_average_is_refused(tmp_path,
+                                                                          mocked_tfds):
+    """Their checkpoints hold no variables for the new one (Adamax would read Adam's slots)."""
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=1, ema_decay=0.0), str(tmp_path), log=quiet)
+    with pytest.raises(UserError, match=r"trained with --optimizer=adam; pass it to resume"):
+        training.Trainer(tiny_run(optimizer="adamax", ema_decay=0.0), str(tmp_path))
+    with pytest.raises(UserError, match=r"without a weight average.*pass --ema_decay=0"):
+        training.Trainer(tiny_run(), str(tmp_path))
+    # Dropping an average, or changing its decay, resumes.
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=2, ema_decay=0.0), str(tmp_path), log=quiet)
+        training.train(tiny_run(train_steps=3, ema_decay=0.9), str(tmp_path / "averaged"),
+                       log=quiet)
+        training.train(tiny_run(train_steps=4, ema_decay=0.0), str(tmp_path / "averaged"),
+                       log=quiet)
 
 
 def test_a_file_as_workdir_is_refused(tmp_path):
