@@ -7,8 +7,9 @@ Prints the mean bits/dim, its standard error, the spread of the per-image values
 of images (of a class-conditional model: given each image's class, then its marginal bits/dim and
 the accuracy of Bayes' rule and of its classifier, if it has one), and writes them as JSON
 (default: <workdir>/eval.json). The weights are the run's moving average when it has one
-(--weights=raw for the trained weights). The dequantisation noise is a fixed function of --seed and each image's index, so the number is the same run after
-run and for any number of processes. A model whose bits/dim is not finite is an error (exit 3).
+(--weights=raw for the trained weights). The dequantisation noise is a fixed function of --seed
+and each image's index, so the number is the same run after run and for any number of
+processes. A model whose bits/dim is not finite is an error (exit 3).
 Images of a folder dataset that cannot be decoded are skipped, named and counted (the JSON's
 ``skipped_images``), or stop it with --on_bad_image=stop.
 """

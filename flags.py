@@ -192,12 +192,9 @@ def run_config():
     """The RunConfig of train.py's flags: --preset with the overrides, data and training."""
     overrides = {name: getattr(FLAGS, name) for name in _MODEL_OVERRIDES
                  if getattr(FLAGS, name) is not None}
-    dataset = FLAGS.dataset or (FLAGS.preset if FLAGS.preset in run_configs.DATASET_NAMES
-                                else None)
+    dataset = FLAGS.dataset or FLAGS.preset  # every preset is named after its dataset
     with as_user_error():
         model = run_configs.preset(FLAGS.preset, seed=FLAGS.seed, **overrides)
-        if dataset is None:
-            raise ValueError(f"--preset={FLAGS.preset} has no dataset of its own: pass --dataset")
         data = run_configs.DataConfig(**_flag_values(run_configs.DataConfig, dataset=dataset))
         train = run_configs.TrainConfig(**_flag_values(run_configs.TrainConfig))
         _data().check_paths(data)
@@ -293,7 +290,9 @@ def run(main):
         try:
             return FLAGS(argv)
         except flags.Error as error:
-            print(f"{script}: error: {error}", file=sys.stderr)
+            # absl words some of them "ERROR:: ...": the line says "error:" once.
+            message = str(error).removeprefix("ERROR:: ")
+            print(f"{script}: error: {message}", file=sys.stderr)
             sys.exit(UserError.exit_code)
 
     app.run(guarded, flags_parser=parse)

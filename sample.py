@@ -10,12 +10,13 @@ straight line between the latents of two test images (--interpolate, their posit
 split). With --edit=a:b, edit_a_to_b.png moves test images of class a (--edit_images, default
 the first four of class a) along the class vector from a to b (the mean latent of class b minus
 that of class a, from --edit_examples training images of each; glow_nxn/sampling.py), at each of
---edit_scales; a row per image: the image, then its edits (scale 0 is its reconstruction). The weights are the run's moving
-average when it has one (--weights=raw for the trained weights). A broken model (non-finite
-latents or reconstructions of test images, or no finite sample at all) is an error (exit 3), and
-nothing is written; a few samples that overflow at high temperature are drawn black and counted.
-A class-conditional model's grids draw every class in turn (a row per class when --num_samples
-is a multiple of the number of classes), or only the class --label names.
+--edit_scales; a row per image: the image, then its edits (scale 0 is its reconstruction). The
+weights are the run's moving average when it has one (--weights=raw for the trained weights). A
+broken model (non-finite latents or reconstructions of test images, or no finite sample at all)
+is an error (exit 3), and nothing is written; a few samples that overflow at high temperature
+are drawn black and counted. A class-conditional model's grids draw every class in turn (a row
+per class when --num_samples is a multiple of the number of classes), or only the class --label
+names.
 """
 
 from absl import flags

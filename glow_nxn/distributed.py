@@ -37,7 +37,6 @@ class Replicas:
 
     size = 1
     rank = 0
-    local_rank = 0
 
     @property
     def is_chief(self):
@@ -45,10 +44,6 @@ class Replicas:
 
     def mean(self, t, name=None):
         """The cross-replica mean of a tensor (each replica passes its own)."""
-        return t
-
-    def sum(self, t, name=None):
-        """The cross-replica sum of a tensor."""
         return t
 
     def gather(self, t, name):
@@ -76,13 +71,10 @@ class HorovodReplicas(Replicas):
 
     def __init__(self, hvd):
         self._hvd = hvd
-        self.size, self.rank, self.local_rank = hvd.size(), hvd.rank(), hvd.local_rank()
+        self.size, self.rank = hvd.size(), hvd.rank()
 
     def mean(self, t, name=None):
         return self._hvd.allreduce(t, op=self._hvd.Average, name=name)
-
-    def sum(self, t, name=None):
-        return self._hvd.allreduce(t, op=self._hvd.Sum, name=name)
 
     def gather(self, t, name):
         return self._hvd.allgather(t, name=name)

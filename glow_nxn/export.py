@@ -14,7 +14,7 @@ loaded object. The numbers are the model's (:mod:`glow_nxn.model`): continuous `
 in ``exported.latent_shapes``, ``bits_per_dim`` dequantises with
 ``tf.random.stateless_uniform(images.shape, seed=[seed, 0])``, ``sample`` draws
 ``ε_l ~ N(0, temperature²·I)`` with ``tf.random.stateless_normal(…, seed=[seed, l])`` and returns
-the images quantised as evaluate.py's pictures are (``n_bits`` levels spread over 0..255).
+the images quantised as sample.py's pictures are (``n_bits`` levels spread over 0..255).
 A class-conditional model is exported as the density of images alone: ``log_prob`` and
 ``bits_per_dim`` score the mixture of its classes and ``sample`` draws each image's class
 uniformly from the seed (:meth:`glow_nxn.model.Glow.sample`); a class is chosen in Python

@@ -26,6 +26,8 @@ def test_names_match_the_layer_and_dataset_registries():
     assert set(config.MIXING_NAMES) == set(MIXINGS)
     assert set(config.COUPLING_NAMES) == set(COUPLINGS)
     assert set(config.DATASET_NAMES) == set(DATASETS)
+    # train.py's default --dataset is the preset's name.
+    assert set(config.PRESETS) <= set(config.DATASET_NAMES)
 
 
 def test_run_config_json_round_trip():

@@ -398,7 +398,7 @@ def export(*flags):
 ENUM = "value should be one of"
 NOT_BOOLEAN = "Non-boolean argument to boolean flag"
 NO_FOLDER = "{tmp}/file is a file, not a folder"
-# (script, flag, command, what the one line says). Every flag of the three scripts has a case
+# (script, flag, command, what the one line says). Every flag of the four scripts has a case
 # (test_every_flag_of_every_script_has_a_bad_input_case); {tmp} holds "file" (a file), "run" (a
 # run folder without checkpoints) and "images" (one PNG and one file that is not an image).
 BAD_INPUTS = [
@@ -502,7 +502,8 @@ BAD_INPUTS = [
      "step_timeout_seconds must be a number >= 0.0"),
     ("train.py", "first_step_timeout_seconds", train("--first_step_timeout_seconds=nan"),
      "first_step_timeout_seconds must be a number >= 0.0"),
-    ("train.py", "flagfile", train("--flagfile={tmp}/none.cfg"), "Unable to open flagfile"),
+    ("train.py", "flagfile", train("--flagfile={tmp}/none.cfg"),
+     "train.py: error: Unable to open flagfile"),
     ("train.py", "(unknown)", train("--learning_rat=1"), "Unknown command line flag"),
     ("train.py", "(argument)", train("mnist"), "unexpected arguments ['mnist']"),
     ("evaluate.py", "workdir", ["evaluate.py"], "--workdir is required"),
