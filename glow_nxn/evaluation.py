@@ -120,7 +120,7 @@ def per_image_bits(model, dataset, seed, num_dequant_samples=1, max_batches=None
     """``{"index": int64 [n], "bits": float64 [n]}`` of this replica's part of ``dataset``;
     of a class-conditional model (bits given the true class) also ``"label"``,
     ``"marginal_bits"``, ``"bayes"`` (``argmax_k`` of the log-likelihoods summed over the draws)
-    and, with a classifier, ``"classified"``.
+    and, with a classifier, ``"classified"`` (``argmax_k`` of its logits summed over the draws).
 
     Each image's dequantisation noise is ``data.evaluation_noise(index, ..., seed, draw)``, a fixed
     function of the image's index in the split, so the numbers do not depend on batch size, the
@@ -144,7 +144,7 @@ def per_image_bits(model, dataset, seed, num_dequant_samples=1, max_batches=None
     @tf.function
     def class_bits(images, index, labels):
         count = tf.shape(images)[0]
-        bits, marginal, summed = tf.zeros([count]), tf.zeros([count]), 0.0
+        bits, marginal, summed, logits = tf.zeros([count]), tf.zeros([count]), 0.0, 0.0
         for draw in range(num_dequant_samples):
             x = objectives.dequantize(images, config.n_bits,
                                       data.evaluation_noise(index, shape, seed, draw))
@@ -153,11 +153,13 @@ def per_image_bits(model, dataset, seed, num_dequant_samples=1, max_batches=None
             bits += to_bits(tf.gather(per_class, labels, axis=1, batch_dims=1))
             marginal += to_bits(model.class_prior.mixture(per_class))
             summed += per_class
+            if config.classifier:
+                logits += model.class_prior.logits(zs)
         scores = {"bits": bits / num_dequant_samples,
                   "marginal_bits": marginal / num_dequant_samples,
                   "bayes": tf.argmax(summed, axis=1)}
         if config.classifier:
-            scores["classified"] = tf.argmax(model.class_prior.logits(zs), axis=1)
+            scores["classified"] = tf.argmax(logits, axis=1)
         return scores
 
     columns = collections.defaultdict(list)

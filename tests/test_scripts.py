@@ -374,6 +374,14 @@ def test_class_scores_are_those_of_the_models_class_likelihoods(conditional_mnis
     assert result.classes.classifier_accuracy == np.mean(logits.argmax(1) == labels)
     # 30 steps taught the classifier something: above chance (0.1) on 400 images.
     assert result.classes.classifier_accuracy > 0.2
+    # With two noise draws, both predictions read both: argmax of the sums over the draws.
+    two = evaluation.evaluate(model, split, seed=3, max_batches=2, num_dequant_samples=2)
+    draws = [objectives.dequantize(images, 8, data.evaluation_noise(index, (28, 28, 1), 3, draw))
+             for draw in (0, 1)]
+    summed = sum(model.class_log_likelihoods(x).numpy().astype(np.float64) for x in draws)
+    logits = sum(model.class_prior.logits(model.encode(x)[0]).numpy() for x in draws)
+    assert two.classes.bayes_accuracy == np.mean(summed.argmax(1) == labels)
+    assert two.classes.classifier_accuracy == np.mean(logits.argmax(1) == labels)
 
 
 def train(*flags):
