@@ -55,6 +55,8 @@ def check_round_trip(forward, inverse, x):
     y, logdet = forward(x)
     x_back, inverse_logdet = inverse(y)
     assert logdet.shape == [x.shape[0]], f"log-det shape {logdet.shape}, want [{x.shape[0]}]"
+    assert inverse_logdet.shape == logdet.shape, \
+        f"inverse log-det shape {inverse_logdet.shape}, want [{x.shape[0]}]"
     error = float(tf.reduce_max(tf.abs(x_back - x)))
     assert error < ROUND_TRIP_TOLERANCE, f"round-trip error {error}"
     np.testing.assert_allclose(inverse_logdet.numpy(), -logdet.numpy(), rtol=1e-5, atol=1e-3)
@@ -90,9 +92,11 @@ def check_eager_equals_function(forward, inverse, x, atol=1e-5):
     y_graph, logdet_graph = tf.function(forward)(x)
     np.testing.assert_allclose(flatten(y_graph).numpy(), flatten(y).numpy(), atol=atol)
     np.testing.assert_allclose(logdet_graph.numpy(), logdet.numpy(), rtol=1e-5, atol=atol * 10)
-    x_back, _ = inverse(y)
-    x_back_graph, _ = tf.function(inverse)(y)
+    x_back, inverse_logdet = inverse(y)
+    x_back_graph, inverse_logdet_graph = tf.function(inverse)(y)
     np.testing.assert_allclose(x_back_graph.numpy(), x_back.numpy(), atol=atol)
+    np.testing.assert_allclose(inverse_logdet_graph.numpy(), inverse_logdet.numpy(), rtol=1e-5,
+                               atol=atol * 10)
 
 
 def check_all(forward, inverse, x):

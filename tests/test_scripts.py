@@ -166,15 +166,47 @@ def test_export_runs_without_glow_nxn_and_gives_the_models_numbers(trained_mnist
 
 def test_evaluate_and_sample_pick_the_named_checkpoint_and_weights(trained_mnist, tmp_path,
                                                                    mnist_data_dir):
-    run, _ = trained_mnist
+    """A run with ckpt-4 and, newest, ckpt-6: --checkpoint=ckpt-4 and --weights=raw reach the
+    numbers and the pictures of those weights, not of the newest checkpoint or the average."""
+    run = copy_of(trained_mnist[0], tmp_path)
+    train_tiny_mnist(run, mnist_data_dir, 6)
     common = [f"--workdir={run}", f"--data_dir={mnist_data_dir}", "--batch_size=1000"]
-    run_script("evaluate.py", *common, "--checkpoint=ckpt-4", "--weights=raw",
-               f"--output={tmp_path / 'raw.json'}")
-    raw = json.loads((tmp_path / "raw.json").read_text())
-    assert (raw["step"], raw["weights"]) == (4, "raw")
-    assert raw["checkpoint"].endswith("ckpt-4")
+    scores = {}
+    for name, flags in (("newest", []), ("ema4", ["--checkpoint=ckpt-4"]),
+                        ("raw4", ["--checkpoint=ckpt-4", "--weights=raw"])):
+        run_script("evaluate.py", *common, *flags, f"--output={tmp_path / name}.json")
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert [(s["step"], s["weights"]) for s in scores.values()] == [
+        (6, "ema"), (4, "ema"), (4, "raw")]
+    assert scores["raw4"]["checkpoint"].endswith("ckpt-4")
+    bits = [s["bits_per_dim"] for s in scores.values()]
+    assert len(set(bits)) == 3, bits  # three different sets of weights
     missing = run_script("evaluate.py", *common, "--checkpoint=ckpt-3", expect_ok=False)
     assert "no checkpoint" in one_error_line(missing) and "ckpt-3" in missing.stderr
+    # sample.py draws with the named raw weights: its grid is theirs, pixel for pixel.
+    drawn = run_script("sample.py", f"--workdir={run}", f"--data_dir={mnist_data_dir}",
+                       "--checkpoint=ckpt-4", "--weights=raw", "--num_samples=4",
+                       "--temperatures=0.7", "--seed=5", f"--output_dir={tmp_path / 'raw4'}")
+    assert "(step 4, raw weights)" in drawn.stdout
+    written = tf.io.decode_png(tf.io.read_file(str(tmp_path / "raw4" / "samples_t0.70.png")))
+    raw4 = RunFolder(str(run)).load_model("ckpt-4", weights="raw").model
+    np.testing.assert_array_equal(written.numpy(),
+                                  sampling.sample_grid(raw4, 4, 0.7, 5).numpy())
+
+
+def test_evaluate_skips_names_and_counts_undecodable_images(trained_mnist, tmp_path):
+    images = tmp_path / "images"
+    for split in ("train", "test"):
+        (images / split).mkdir(parents=True)
+        for index in range(3):
+            (images / split / f"{index}.png").write_bytes(
+                tf.io.encode_png(tf.fill([28, 28, 1], tf.constant(index, tf.uint8))).numpy())
+    (images / "test" / "1b.png").write_bytes(b"\x89PNG truncated")
+    result = run_script("evaluate.py", f"--workdir={trained_mnist[0]}",
+                        f"--dataset=folder:{images}", f"--output={tmp_path / 'eval.json'}")
+    assert f"warning: skipping image {images / 'test' / '1b.png'}: " in result.stdout
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert (scores["skipped_images"], scores["num_images"]) == (1, 3)
 
 
 def test_sample_script_writes_grids_and_reconstructs(trained_mnist, tmp_path, mnist_data_dir):

@@ -1,12 +1,14 @@
 """The training loop (glow_nxn/training.py): the step, the recipe, the hooks, resumption,
 divergence and faults (signals, a hang, bad images, unreadable and unwritable checkpoints), in
 process on mocked CIFAR-10, real MNIST and folders of images."""
+import collections
 import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
+import pathlib
 import resource
 import shutil
 import signal
@@ -52,6 +54,16 @@ class Recorder(training.Hook):
         self.calls.append(("end", trainer.step))
 
 
+def scalars(folder):
+    """``{tag: [values]}`` of every scalar in a run's TensorBoard event files."""
+    found = collections.defaultdict(list)
+    for path in sorted(pathlib.Path(RunFolder(str(folder)).summaries_dir).rglob("events.out.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found[value.tag].append(float(tf.make_ndarray(value.tensor)))
+    return found
+
+
 def metrics(folder):
     return [json.loads(line) for line in open(RunFolder(str(folder)).metrics_path)]
 
@@ -72,7 +84,7 @@ def test_few_steps_on_mocked_cifar10(tmp_path, mocked_tfds):
     assert 0.0 < summary["train_bits_per_dim"] < 20.0
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
     assert RunFolder(str(tmp_path)).load_config() == run
-    assert (tmp_path / "summaries").iterdir()
+    assert len(scalars(tmp_path)["train/bits_per_dim"]) == 3
     records = metrics(tmp_path)
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
 
@@ -248,6 +260,7 @@ def test_undecodable_images_are_named_counted_and_skipped_or_stop_the_run(tmp_pa
                         f"format. One of JPEG, PNG, GIF, BMP required."]
     assert [r for r in metrics(tmp_path / "run") if r["kind"] == "data"] == [
         {"kind": "data", "skipped_images": 1, "paths": [str(images / "4b.png")]}]
+    assert scalars(tmp_path / "run")["data/skipped_images"] == [1.0]
     stop = dataclasses.replace(run, data=dataclasses.replace(data, on_bad_image="stop"))
     with pytest.raises(UserError, match="4b.png cannot be decoded: Unknown image file format"):
         training.train(stop, str(tmp_path / "stopped"), log=quiet)
@@ -328,28 +341,38 @@ def test_progress_is_the_larger_of_steps_and_time():
     assert training.Schedule(TrainConfig(train_steps=100)).progress(10, 1e9) == 0.1
 
 
+class SavedState(training.Hook):
+    """Copies of every state variable (model, optimizer, average, progress) at each checkpoint,
+    by step: what the checkpoint was written from."""
+
+    def __init__(self):
+        self.at = {}
+
+    def on_checkpoint(self, trainer, path):
+        self.at[trainer.step] = [v.numpy().copy() for v in trainer.state_variables()]
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamax"])
 def test_resume_continues_step_schedule_optimizer_and_average(tmp_path, mocked_tfds, optimizer):
     """A 6-step run stopped after step 3 and resumed: the same learning rates, step for step, as
     6 steps in one go; the resumed run starts from the saved optimizer (its slots too) and average;
     its data stream is the one ``Trainer._datasets`` documents (reshuffled from seed + step)."""
-    straight, first, second = Recorder(), Recorder(), Recorder()
+    straight, first, second, saved = Recorder(), Recorder(), Recorder(), SavedState()
     run = functools.partial(tiny_run, optimizer=optimizer)
     with mocked_tfds(num_examples=40):
         training.train(run(train_steps=6), str(tmp_path / "straight"), log=quiet,
                        hooks=[straight])
         training.train(run(train_steps=6), str(tmp_path / "split"), log=quiet,
-                       hooks=[first, StopAt(3)])
-        saved = training.Trainer(run(), str(tmp_path / "split"), log=quiet)
-        saved.folder.restore(saved.checkpoint, str(tmp_path / "split" / "checkpoints" / "ckpt-3"))
+                       hooks=[first, StopAt(3), saved])
         lines = []
         resumed = training.Trainer(run(train_steps=6), str(tmp_path / "split"),
                                    log=lines.append, hooks=[second])
         assert resumed.restore_or_initialise(lambda: pytest.fail("resume must not re-init")) == 3
-        slots = [v for v in saved.optimizer.variables() if v.name != "iteration:0"]
+        slots = [v for v in resumed.optimizer.variables() if v.name != "iteration:0"]
         assert slots and all(np.any(v.numpy() != 0) for v in slots[:4])  # trained moments
-        for before, after in zip(saved.state_variables(), resumed.state_variables()):
-            np.testing.assert_array_equal(before.numpy(), after.numpy())
+        # Everything as the first run had it when it wrote ckpt-3.
+        for before, after in zip(saved.at[3], resumed.state_variables(), strict=True):
+            np.testing.assert_array_equal(before, after.numpy())
         assert int(resumed.optimizer.iterations.numpy()) == 3
         summary = resumed.fit()
         expected_batch = next(iter(data.training_stream(
@@ -493,18 +516,47 @@ def test_fused_optimizers_take_keras_steps_with_one_kernel_per_variable(name):
 
 
 def test_weight_average_follows_its_formula():
+    # decay 0.3: the ramp (1 + t)/(10 + t) is below it at t = 1, 2 and above it from t = 3.
     variable = tf.Variable([0.0, 10.0])
-    average = WeightAverage([variable], decay=0.9)
+    average = WeightAverage([variable], decay=0.3)
     expected = np.array([0.0, 10.0])
-    for t in range(1, 30):
+    for t in range(1, 10):
         variable.assign_add([1.0, -1.0])
         average.update(t)
-        decay = min(0.9, (1 + t) / (10 + t))
+        decay = min(0.3, (1 + t) / (10 + t))
         expected = decay * expected + (1 - decay) * variable.numpy()
     np.testing.assert_allclose(average.shadows[0].numpy(), expected, rtol=1e-5)
     with average.swapped_in():
         np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5)
-    np.testing.assert_array_equal(variable.numpy(), [29.0, -19.0])
+    np.testing.assert_array_equal(variable.numpy(), [9.0, 1.0])
+
+
+class RawWeights(training.Hook):
+    """The trainable weights at the loop's start (after the init) and after every step."""
+
+    def on_start(self, trainer):
+        self.start = [v.numpy().astype(np.float64) for v in trainer.model.trainable_variables]
+        self.after = []
+
+    def after_step(self, trainer, result):
+        assert result.finite
+        self.after.append([v.numpy() for v in trainer.model.trainable_variables])
+
+
+def test_the_trainers_average_starts_at_the_initialised_weights_and_follows_every_step(
+        tmp_path, mocked_tfds):
+    weights = RawWeights()
+    with mocked_tfds(num_examples=40):
+        trainer = training.Trainer(tiny_run(train_steps=6, ema_decay=0.3), str(tmp_path),
+                                   log=quiet, hooks=[weights])
+        trainer.fit()
+    expected = weights.start
+    for t, raw in enumerate(weights.after, start=1):
+        decay = min(0.3, (1 + t) / (10 + t))
+        expected = [decay * e + (1 - decay) * r for e, r in zip(expected, raw)]
+    assert len(weights.after) == 6
+    for shadow, value in zip(trainer.average.shadows, expected, strict=True):
+        np.testing.assert_allclose(shadow.numpy(), value, rtol=1e-5, atol=1e-6)
 
 
 def test_average_is_checkpointed_and_loaded_by_default(tmp_path, mocked_tfds):
@@ -559,13 +611,26 @@ def test_non_finite_loss_skips_the_update(tmp_path):
     assert bool(finite) and int(trainer.optimizer.iterations.numpy()) == 1
 
 
+class RestorableState(training.Hook):
+    """After each step (and after the guard, which runs first): the step taken, the trainer's
+    step then, and copies of all that a roll-back restores (model, optimizer, average, step)."""
+
+    def __init__(self):
+        self.after = []
+
+    def after_step(self, trainer, result):
+        variables = (trainer.model.variables + trainer.optimizer.variables()
+                     + trainer.average.shadows + [trainer.state.step])
+        self.after.append((result.step, trainer.step, [v.numpy().copy() for v in variables]))
+
+
 def test_a_forced_spike_is_rolled_back_and_the_run_ends_healthy(tmp_path, mocked_tfds):
-    lines, recorder = [], Recorder()
+    lines, recorder, state = [], Recorder(), RestorableState()
     run = tiny_run(train_steps=30, warmup_steps=2, spike_window=5, checkpoint_every_steps=100,
                    log_every_steps=100)
     with mocked_tfds(num_examples=40):
         summary = training.train(run, str(tmp_path), log=lines.append,
-                                 hooks=[Corrupt(at=17, amount=50.0), recorder])
+                                 hooks=[Corrupt(at=17, amount=50.0), recorder, state])
     losses = {r.step: r.loss for r in recorder.results}
     assert summary["recoveries"] == 1 and summary["step"] == 30
     rolled_back = [line for line in lines if "rolled back to step" in line]
@@ -575,7 +640,16 @@ def test_a_forced_spike_is_rolled_back_and_the_run_ends_healthy(tmp_path, mocked
     # Snapshots are taken every spike_window = 5 steps while healthy: the newest before the
     # corruption after step 17 is that of step 15 (or 10, had step 15 looked unhealthy).
     assert [(r["step"], r["lr_scale"]) for r in recovery] == [(18, 0.5)]
-    assert recovery[0]["rolled_back_to"] in (10, 15)
+    back = recovery[0]["rolled_back_to"]
+    assert back in (10, 15)
+    # The run continued from the step after it, with everything as it was then: weights,
+    # optimizer slots and iterations, weight average, step.
+    assert [r.step for r in recorder.results] == [*range(1, 19), *range(back + 1, 31)]
+    taken, _, saved = state.after[back - 1]
+    failed, now, restored = state.after[17]
+    assert (taken, failed, now) == (back, 18, back)
+    for before, after in zip(saved, restored, strict=True):
+        np.testing.assert_array_equal(before, after)
     loaded = RunFolder(str(tmp_path)).load_model()
     assert loaded.step == 30
     assert all(np.all(np.isfinite(v.numpy())) for v in loaded.model.variables)
