@@ -659,6 +659,20 @@ def test_a_forced_spike_is_rolled_back_and_the_run_ends_healthy(tmp_path, mocked
         0.5 * training.Schedule(run.train)(after.step - 1, after.progress))
 
 
+def test_a_resumed_run_keeps_its_recoveries_and_their_lower_learning_rate(tmp_path, mocked_tfds):
+    recorder = Recorder()
+    run = functools.partial(tiny_run, train_steps=30, warmup_steps=2, spike_window=5,
+                            checkpoint_every_steps=100, log_every_steps=100)
+    with mocked_tfds(num_examples=40):
+        training.train(run(), str(tmp_path), log=quiet,
+                       hooks=[Corrupt(at=17, amount=50.0), StopAt(24)])
+        summary = training.train(run(), str(tmp_path), log=quiet, hooks=[recorder])
+    assert (summary["start_step"], summary["step"], summary["recoveries"]) == (24, 30, 1)
+    first = recorder.results[0]
+    assert first.step == 25 and first.learning_rate == pytest.approx(
+        0.5 * training.Schedule(run().train)(first.step - 1, first.progress))
+
+
 def test_divergence_past_the_recoveries_stops_with_the_last_healthy_checkpoint(tmp_path,
                                                                               mocked_tfds):
     run = tiny_run(train_steps=50, max_consecutive_nonfinite=3, max_recoveries=1)
