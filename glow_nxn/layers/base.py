@@ -121,7 +121,7 @@ class Chain(Bijector):
 
         Gradient checkpointing (Chen et al. 2016, "Training deep nets with sublinear memory
         cost"; openai/glow checkpoints each flow step the same way). Each ``f_i.forward`` runs
-        under :func:`tf.recompute_grad`: a gradient tape keeps the link's input ``[B, H, W, C]``
+        under :func:`recomputed`: a gradient tape keeps the link's input ``[B, H, W, C]``
         and outputs, not what it computed on the way (for a flow step, the coupling network's
         ``[B, H, W, hidden_width]`` maps), and the backward pass runs ``f_i.forward`` again
         under a tape of its own to differentiate it, for its input and for every variable it
@@ -137,7 +137,48 @@ class Chain(Bijector):
             raise RuntimeError("the data-dependent initialisation runs forward, not "
                                "forward_recomputing")
         self._build_for(x)
-        return _compose([tf.recompute_grad(bijector.forward) for bijector in self.bijectors], x)
+        return _compose([recomputed(bijector.forward) for bijector in self.bijectors], x)
+
+
+def recomputed(forward):
+    """``forward: x → (y, logdet)`` whose activations a gradient tape does not keep: the backward
+    pass runs ``forward(x)`` again under a tape of its own and differentiates that, for ``x``
+    and for every variable it reads (gradient checkpointing; :meth:`Chain.forward_recomputing`).
+
+    What :func:`tf.recompute_grad` does, without its second, nested ``tf.custom_gradient``
+    (there for forward-mode differentiation, which training does not use): inside a
+    ``tf.function`` each ``tf.custom_gradient`` searches the graph from its outputs back to its
+    inputs for the variables it reads, and the nested one's inputs are the upstream gradients,
+    so its search walks through the recomputed link into every link before it. Over ``n``
+    links the trace then grows as ``n²``. Here the one search is the forward's, from the link's
+    outputs back to its input ``x``.
+
+    The recomputation reads ``x`` plus a zero computed from the upstream gradient (NaN if it is
+    NaN), so that it runs in the backward pass, when that gradient exists, and not as soon as
+    ``x`` does: the graph's executor (and XLA, which ignores control dependencies) would
+    otherwise recompute every link during the forward pass and keep what remat is to free.
+    """
+
+    @tf.custom_gradient
+    def run(x):
+        y, logdet = forward(x)
+
+        def gradient(dy, dlogdet, variables=()):
+            first = tf.reshape(dy, [-1])[:1]
+            after_upstream = tf.reduce_sum(tf.where(tf.math.is_nan(first), first, 0.0))
+            with tf.GradientTape() as tape:
+                again = x + tf.cast(after_upstream, x.dtype)
+                tape.watch(again)
+                tape.watch(variables)
+                recomputed_y, recomputed_logdet = forward(again)
+            grads = tape.gradient([recomputed_y, recomputed_logdet], [again, *variables],
+                                  output_gradients=[dy, dlogdet],
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return grads[0], grads[1:]
+
+        return (y, logdet), gradient
+
+    return run
 
 
 def _compose(functions, x):
