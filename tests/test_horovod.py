@@ -175,8 +175,9 @@ print(json.dumps({"variables": len(model.trainable_variables), "names": sorted(
 @pytest.mark.parametrize("mode", ["plain", "remat"])
 def test_each_gradient_is_allreduced_under_a_name_every_rank_shares(mode, tmp_path):
     """The names are ``grad_<i>``, ``i`` the variable's position: not the gradient tensor's graph
-    name, which under ``tf.recompute_grad`` is an output index of one IdentityN whose order
-    follows a set of captured variables and differs from process to process."""
+    name, which under ``--remat`` is an output index of one IdentityN of captured variables,
+    whose order under ``tf.recompute_grad`` (before d7df5b2) followed a set's and differed from
+    process to process."""
     script = tmp_path / "names.py"
     script.write_text(GRADIENT_NAMES)
     result = subprocess.run([sys.executable, str(script), mode], cwd=REPO,
