@@ -34,12 +34,7 @@ def main(argv):
     output = os.path.abspath(FLAGS.output)
     if os.path.lexists(output):
         raise UserError(f"--output {output} already exists: name a new folder, or remove it")
-    existing = os.path.dirname(output)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UserError(f"--output {output}: {existing} is a file, not a folder; name another "
-                        f"--output")
+    project_flags.check_output_folder("output")  # no file on its way: its parents can be made
     folder.check_is_a_run()
     checkpoint = folder.resolve_checkpoint(FLAGS.checkpoint)
     loaded = folder.load_model(checkpoint, FLAGS.weights)
