@@ -45,7 +45,8 @@ FLAGS = flags.FLAGS
 _TRAIN = {field.name: field.default for field in dataclasses.fields(run_configs.TrainConfig)}
 _DATA = {field.name: field.default for field in dataclasses.fields(run_configs.DataConfig)}
 _MODEL_OVERRIDES = ("levels", "steps_per_level", "hidden_width", "mixing", "coupling",
-                    "learn_top", "n_bits", "network_dtype", "logit_alpha")
+                    "learn_top", "n_bits", "network_dtype", "logit_alpha",
+                    "dequantizer_width")
 
 
 def define_model_flags():
@@ -61,6 +62,9 @@ def define_model_flags():
     flags.DEFINE_integer("n_bits", None, "override: bits per channel the model scores (1..8)")
     flags.DEFINE_float("logit_alpha", None, "override: RealNVP's logit transform of the input "
                        "with this alpha in (0, 0.5) before the first level; 0: none")
+    flags.DEFINE_integer("dequantizer_width", None, "override: a variational dequantiser "
+                         "(Flow++) with a network of this width in front of the flow; 0: "
+                         "uniform dequantisation")
     flags.DEFINE_enum("network_dtype", None, list(run_configs.NETWORK_DTYPES),
                       "override: arithmetic of the coupling networks (bfloat16: mixed precision)")
     flags.DEFINE_integer("seed", _TRAIN["seed"], "seed of the initial weights, data order and "

@@ -141,6 +141,10 @@ class ModelConfig:
       num_classes: ``K > 0`` makes the model class-conditional (Glow's ``ycond``): every
         latent's prior depends on the image's class (:class:`glow_nxn.layers.ClassPrior`);
         0 (default) is the unconditional model.
+      dequantizer_width: width of the network of a variational dequantiser in front of the
+        flow (:class:`glow_nxn.layers.VariationalDequantizer`, Flow++'s variational
+        dequantisation as a bijector that keeps every cell); 0 (default) leaves it out: uniform
+        dequantisation, as Glow and the paper.
       classifier: a linear classifier of the class from the top latent
         (:class:`glow_nxn.layers.ClassPrior`), trained beside the likelihood with
         :attr:`TrainConfig.class_weight`; needs ``num_classes``.
@@ -159,10 +163,12 @@ class ModelConfig:
     logit_alpha: float = 0.0
     num_classes: int = 0
     classifier: bool = False
+    dequantizer_width: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
         check_int("num_classes", self.num_classes, minimum=0)
+        check_int("dequantizer_width", self.dequantizer_width, minimum=0)
         check_bool("classifier", self.classifier)
         if self.num_classes == 1:
             raise ValueError("num_classes must be 0 (unconditional) or at least 2, got 1: a "

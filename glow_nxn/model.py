@@ -8,6 +8,8 @@ For ``L`` levels and ``K`` steps per level, data ``x: [B, H, W, C]`` (continuous
     ...
     level L:   squeeze → K × (...) → learned top prior             ──→ ε_L [B, H/2^L, W/2^L, 2^(L+1)C]
 
+In front of the first level, optionally: a variational dequantiser (``dequantizer_width > 0``,
+:mod:`glow_nxn.layers.dequantizer`), then RealNVP's logit transform (``logit_alpha > 0``).
 Every ``ε`` is scored under ``N(0, I)``; the split and top priors are standardising bijectors
 (:mod:`glow_nxn.layers.multiscale`), so ``log p(x) = Σ_l log N(ε_l; 0, I) + Σ log|det J|``.
 
@@ -21,7 +23,7 @@ import tensorflow as tf
 from glow_nxn import objectives
 from glow_nxn.keras import keras
 from glow_nxn.layers import (COUPLINGS, MIXINGS, ActNorm, Chain, ClassPrior, LearnedPrior,
-                             Logit, Split, Squeeze, initialising)
+                             Logit, Split, Squeeze, VariationalDequantizer, initialising)
 from glow_nxn.layers.base import identity_mean
 
 
@@ -50,6 +52,9 @@ class Glow(keras.Model):
                                    name=f"step_{level}_{step}"))
             self.levels.append(Chain([Squeeze(), *steps], name=f"level_{level}"))
         self.splits = [Split(name=f"split_{level}") for level in range(config.levels - 1)]
+        self.dequantizer = (VariationalDequantizer(config.n_bits, config.dequantizer_width,
+                                                   name="dequantizer")
+                            if config.dequantizer_width else None)
         self.logit = Logit(config.logit_alpha, name="logit") if config.logit_alpha else None
         self.top_prior = LearnedPrior(name="top_prior") if config.learn_top else None
         zs, _ = self.encode(tf.zeros([1, *config.image_shape]))
@@ -74,8 +79,10 @@ class Glow(keras.Model):
         <glow_nxn.layers.Chain.forward_recomputing>`; training's ``remat``); the same values.
         """
         zs, logdet, h = [], tf.zeros([tf.shape(x)[0]]), x
-        if self.logit is not None:
-            h, logdet = self.logit.forward(h)
+        for layer in (self.dequantizer, self.logit):
+            if layer is not None:
+                h, layer_logdet = layer.forward(h)
+                logdet += layer_logdet
         for index, level in enumerate(self.levels):
             h, level_logdet = level.forward_recomputing(h) if recompute else level.forward(h)
             logdet += level_logdet
@@ -103,9 +110,10 @@ class Glow(keras.Model):
                 logdet += split_logdet
             h, level_logdet = self.levels[index].inverse(h)
             logdet += level_logdet
-        if self.logit is not None:
-            h, logit_logdet = self.logit.inverse(h)
-            logdet += logit_logdet
+        for layer in (self.logit, self.dequantizer):
+            if layer is not None:
+                h, layer_logdet = layer.inverse(h)
+                logdet += layer_logdet
         return h, logdet
 
     def decode(self, zs):

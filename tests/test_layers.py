@@ -10,7 +10,8 @@ import flow_checks
 from glow_nxn.keras import keras
 from glow_nxn.layers import (MIXINGS, ActNorm, AdditiveCoupling, AffineCoupling, Chain,
                              InvertibleNxNConv, Invertible1x1Conv, InvertibleShift, LearnedPrior,
-                             Logit, Split, Squeeze)
+                             Logit, Split, Squeeze, VariationalDequantizer)
+from glow_nxn import objectives
 from glow_nxn.layers import nn
 from glow_nxn.layers.nn import CouplingNetwork
 
@@ -87,6 +88,85 @@ def test_logit_values_and_bounded_inverse():
     for alpha in (0.0, 0.5, -0.1):
         with pytest.raises(ValueError, match="alpha"):
             Logit(alpha)
+
+
+def perturbed_dequantizer(n_bits, shape=SHAPE, scale=0.1):
+    """A :class:`VariationalDequantizer` of ``n_bits`` built on ``shape`` and perturbed far
+    enough that its maps differ from cell to cell."""
+    layer = VariationalDequantizer(n_bits, width=8)
+    layer.forward(tf.zeros(shape))
+    flow_checks.perturb(layer.variables, scale=scale)
+    return layer
+
+
+@pytest.mark.parametrize("seed", flow_checks.SEEDS, ids=flow_checks.seed_id)
+@pytest.mark.parametrize("check", sorted(CHECKS))
+@pytest.mark.parametrize("n_bits", [3, 8])
+def test_variational_dequantizer_contract(n_bits, check, seed):
+    """The shared checks on the dequantised range ``[−½, ½)``, where the layer is a bijection."""
+    flow_checks.reseed(seed)
+    layer = perturbed_dequantizer(n_bits)
+    x = np.random.uniform(-0.5, 0.5, size=SHAPE).astype(np.float32)
+    CHECKS[check](layer, tf.constant(x))
+
+
+def test_variational_dequantizer_starts_as_the_identity():
+    """Its last convolution starts at zero: ``g(y) = y`` and log-det 0, so a model with it
+    starts as the same flow under uniform dequantisation."""
+    layer = VariationalDequantizer(8, width=8)
+    y = tf.random.stateless_uniform(SHAPE, seed=[1, 2]) - 0.5
+    y_new, logdet = layer.forward(y)
+    np.testing.assert_allclose(y_new.numpy(), y.numpy(), atol=1e-6)
+    np.testing.assert_allclose(logdet.numpy(), 0.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("n_bits", [1, 5])
+def test_variational_dequantizer_keeps_every_cell_and_its_probability(n_bits):
+    """``g`` maps each cell onto itself: forward and inverse keep every value's image, the
+    inverse of values outside ``[−½, ½)`` (a sample's) lands in the nearest cell, and
+    ``∫_cell |g′(y)| dy`` is the cell's width (a midpoint sum over 20,000 points per cell of a
+    one-pixel image), so the model in front of which ``g`` sits gives each cell the same
+    probability as the flow behind it."""
+    flow_checks.reseed(0)
+    layer = perturbed_dequantizer(n_bits, shape=(4, 3, 3, 2), scale=0.5)
+    y = tf.random.uniform((4, 3, 3, 2)) - 0.5
+    y_new, _ = layer.forward(y)
+    assert not np.allclose(y_new.numpy(), y.numpy(), atol=1e-3), "the map is still the identity"
+    cells = objectives.to_uint8(y, n_bits).numpy()
+    np.testing.assert_array_equal(objectives.to_uint8(y_new, n_bits).numpy(), cells)
+    np.testing.assert_array_equal(objectives.to_uint8(layer.inverse(y)[0], n_bits).numpy(),
+                                  cells)
+    far = layer.inverse(tf.constant([-3.0, -0.6, 0.6, 3.0], shape=[1, 2, 2, 1]) *
+                        tf.ones([4, 1, 1, 2]))[0].numpy()
+    assert np.all((far >= -0.5) & (far < 0.5))
+    np.testing.assert_array_equal(far[:, 0, 0] < -0.5 + 1 / 2**n_bits, True)
+    np.testing.assert_array_equal(far[:, 1, 1] > 0.5 - 1 / 2**n_bits, True)
+
+    pixel = perturbed_dequantizer(n_bits, shape=(1, 1, 1, 1), scale=0.5)
+    points = 20_000
+    width = 1.0 / 2**n_bits
+    for cell in range(2**n_bits):
+        y = -0.5 + width * (cell + (np.arange(points) + 0.5) / points)
+        _, logdet = pixel.forward(tf.constant(y.reshape(points, 1, 1, 1), tf.float32))
+        mass = float(np.sum(np.exp(logdet.numpy().astype(np.float64))) * width / points)
+        np.testing.assert_allclose(mass, width, rtol=2e-3, err_msg=f"cell {cell}")
+
+
+def test_variational_dequantizer_derivative_stays_bounded_whatever_its_weights():
+    """However large the network's outputs (weights perturbed by N(0, 3²), at five draws), the
+    map's derivative ``du′/du`` stays within [0.05, 10] at every position of every cell (one-pixel
+    images, 4,000 positions in each 3-bit cell): the bounds of the class docstring."""
+    positions = (np.arange(4000) + 0.5) / 4000
+    y = np.concatenate([-0.5 + (cell + positions) / 8 for cell in range(8)])
+    y = tf.constant(y.reshape(-1, 1, 1, 1), tf.float32)
+    lowest, highest = np.inf, 0.0
+    for seed in range(5):
+        flow_checks.reseed(seed)
+        layer = perturbed_dequantizer(3, shape=(1, 1, 1, 1), scale=3.0)
+        derivative = np.exp(layer.forward(y)[1].numpy())
+        lowest, highest = min(lowest, derivative.min()), max(highest, derivative.max())
+    assert 0.05 <= lowest and highest <= 10.0, (lowest, highest)
+    assert highest / lowest > 5.0, "the perturbed maps are still close to the identity"
 
 
 def test_checks_catch_a_wrong_logdet():

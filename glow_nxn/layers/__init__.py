@@ -6,6 +6,7 @@
 from glow_nxn.layers.actnorm import ActNorm
 from glow_nxn.layers.base import Bijector, Chain, initialising
 from glow_nxn.layers.coupling import AdditiveCoupling, AffineCoupling
+from glow_nxn.layers.dequantizer import VariationalDequantizer
 from glow_nxn.layers.emerging import EmergingConv
 from glow_nxn.layers.logit import Logit
 from glow_nxn.layers.mixing import (InvertibleNxNConv, Invertible1x1Conv, InvertibleShift,
@@ -50,5 +51,5 @@ __all__ = [
     "EmergingConv", "InvertibleNxNConv", "Invertible1x1Conv", "InvertibleShift", "LearnedPrior",
     "Logit",
     "MIXINGS", "NOT_XLA_COMPILABLE", "PeriodicConv", "ReversePermutation", "ShiftedNxNConv", "ShufflePermutation",
-    "Split", "Squeeze", "initialising",
+    "Split", "Squeeze", "VariationalDequantizer", "initialising",
 ]
