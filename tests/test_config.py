@@ -43,11 +43,13 @@ def test_run_config_json_round_trip():
     with pytest.raises(ValueError, match="expected the keys"):
         RunConfig.from_json('{"model": {}}')
     # A run saved before a field existed loads with the field's default (no logit transform,
-    # no recomputation).
+    # uniform dequantisation, no recomputation).
     fields = json.loads(run.to_json())
-    del fields["model"]["logit_alpha"], fields["train"]["remat"]
+    del fields["model"]["logit_alpha"], fields["model"]["dequantizer_width"]
+    del fields["train"]["remat"]
     loaded = RunConfig.from_json(json.dumps(fields))
-    assert loaded.model.logit_alpha == 0.0 and loaded.train.remat is False
+    assert loaded.model.logit_alpha == 0.0 and loaded.model.dequantizer_width == 0
+    assert loaded.train.remat is False
 
 
 BAD_VALUES = [

@@ -458,6 +458,8 @@ BAD_INPUTS = [
     ("train.py", "logit_alpha", train("--logit_alpha=0.5"),
      "logit_alpha must be in [0, 0.5) (0: no logit transform), got 0.5"),
     ("train.py", "logit_alpha", train("--logit_alpha=nan"), "logit_alpha must be a number"),
+    ("train.py", "dequantizer_width", train("--dequantizer_width=-1"),
+     "dequantizer_width must be an integer >= 0, got -1"),
     ("train.py", "network_dtype", train("--network_dtype=float16"), ENUM),
     ("train.py", "seed", train("--seed=-3"), "seed must be an integer in 0..2147483647"),
     ("train.py", "dataset", train("--dataset=mnistt"), "unknown dataset 'mnistt'"),

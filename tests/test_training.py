@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glow_nxn import data, distributed, optimizers, training
+from glow_nxn import data, distributed, evaluation, optimizers, training
 from glow_nxn.averaging import WeightAverage
 from glow_nxn.config import DataConfig, RunConfig, TrainConfig, preset
 from glow_nxn.distributed import Replicas
@@ -87,6 +87,28 @@ def test_few_steps_on_mocked_cifar10(tmp_path, mocked_tfds):
     assert len(scalars(tmp_path)["train/bits_per_dim"]) == 3
     records = metrics(tmp_path)
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+
+
+def test_a_variational_dequantizer_is_trained_checkpointed_and_scores_the_test_split(
+        tmp_path, mocked_tfds):
+    """With ``dequantizer_width``: the step trains the dequantiser (it leaves the identity it
+    starts as), the checkpoint holds it (a restore gives its trained weights back), and the
+    evaluation scores every image finitely through it."""
+    model = dataclasses.replace(TINY_CIFAR, dequantizer_width=4)
+    run = tiny_run(model=model)
+    with mocked_tfds(num_examples=40):
+        training.train(run, str(tmp_path), log=quiet)
+        trainer = training.Trainer(run, str(tmp_path), log=quiet)
+        assert trainer.restore_or_initialise(lambda: pytest.fail("must resume")) == 3
+        weights = trainer.model.dequantizer.network.conv_out.conv.kernel.numpy()
+        assert np.any(weights != 0.0), "the dequantiser was not trained"
+        loaded = RunFolder(str(tmp_path)).load_model(weights="raw").model
+        np.testing.assert_array_equal(loaded.dequantizer.network.conv_out.conv.kernel.numpy(),
+                                      weights)
+        _, test = trainer._datasets()
+        result = evaluation.evaluate(trainer.model, test, seed=0)
+    assert result.num_images > 0 and np.isfinite(result.bits_per_dim)
+    assert result.num_nonfinite == 0
 
 
 def test_the_device_description_names_the_visible_gpus(monkeypatch):
