@@ -106,19 +106,23 @@ class VariationalDequantizer(Bijector):
         bottoms = tf.math.cumsum(heights, axis=-1, exclusive=True)
         return lefts, widths, bottoms, heights, slopes[..., :-1], slopes[..., 1:]
 
-    def _bin(self, value, starts):
-        """One-hot ``[..., K]`` of the bin of ``value [...]`` among bins starting at ``starts``."""
-        index = tf.reduce_sum(tf.cast(value[..., None] >= starts[..., 1:], tf.int32), axis=-1)
-        return tf.one_hot(index, self.bins)
+    def _bin_knots(self, y, output_side):
+        """``(cell, position, knots)`` of ``y``: the knots of the spline's bin that each position
+        lies in, as :meth:`_spline` orders them, each ``[...]``; the bins are those of the input
+        side (the forward's), or with ``output_side`` those of the output side (the inverse's)."""
+        cell, position = self._cell_and_position(y)
+        knots = self._spline(cell)
+        starts = knots[2] if output_side else knots[0]
+        index = tf.reduce_sum(tf.cast(position[..., None] >= starts[..., 1:], tf.int32), axis=-1)
+        one_hot = tf.one_hot(index, self.bins)
+        return cell, position, [_select(t, one_hot) for t in knots]
 
     def _to_y(self, cell, position):
         return (cell + tf.clip_by_value(position, 0.0, _TOP)) / self.cells - 0.5
 
     def _forward(self, y):
-        cell, u = self._cell_and_position(y)
-        knots = self._spline(cell)
-        left, width, bottom, height, slope_left, slope_right = (
-            _select(t, self._bin(u, knots[0])) for t in knots)
+        cell, u, knots = self._bin_knots(y, output_side=False)
+        left, width, bottom, height, slope_left, slope_right = knots
         s = height / width
         xi = (u - left) / width
         log_derivative, denominator = _log_slope(xi, s, slope_left, slope_right)
@@ -126,10 +130,8 @@ class VariationalDequantizer(Bijector):
         return self._to_y(cell, u_new), sum_over_pixels(log_derivative)
 
     def _inverse(self, y_new):
-        cell, v = self._cell_and_position(y_new)
-        knots = self._spline(cell)
-        left, width, bottom, height, slope_left, slope_right = (
-            _select(t, self._bin(v, knots[2])) for t in knots)
+        cell, v, knots = self._bin_knots(y_new, output_side=True)
+        left, width, bottom, height, slope_left, slope_right = knots
         s = height / width
         rise = v - bottom
         curvature = slope_right + slope_left - 2.0 * s
