@@ -8,8 +8,9 @@ it rises steeply across a cell, and the bound pays the gap in every pixel.
 
 :class:`VariationalDequantizer` maps each cell onto itself with a bijection ``g_x`` that depends
 on the cell ``x`` (and its neighbours): a monotone rational-quadratic spline (Durkan et al.
-2019) of the position inside the cell, which keeps both ends of the cell fixed. Put in front of the flow ``p``, the whole model scores
-``log p(g_x(y)) + log|det ∂g_x/∂y|`` for the same uniform ``y``. Since ``g_x`` maps the cell onto
+2019) of the position inside the cell, which keeps both ends of the cell fixed. Put in front of
+the flow ``p``, the whole model scores ``log p(g_x(y)) + log|det ∂g_x/∂y|`` for the same
+uniform ``y``. Since ``g_x`` maps the cell onto
 itself, the whole model gives every cell the probability ``p`` gives it,
 ``∫_cell p(g_x(y))|det ∂g_x/∂y| dy = ∫_cell p(y′) dy′``, and its bits/dim bound that code length
 from above exactly as before; it equals Flow++'s variational bound with the dequantising
