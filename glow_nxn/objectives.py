@@ -54,9 +54,15 @@ def to_uint8(y, n_bits):
     Values outside ``[−0.5, 0.5)``, as a sample may give, are clipped to the nearest cell.
     """
     check_n_bits(n_bits)
+    return tf.cast(cell_index(y, n_bits) * 2.0 ** (8 - n_bits), tf.uint8)
+
+
+def cell_index(y, n_bits):
+    """The cell ``k = floor((y + ½)·2^n)`` that continuous ``y`` lies in, clipped to
+    ``0 .. 2^n − 1``: float, the shape of ``y``. :func:`to_uint8` and the variational dequantiser
+    (:mod:`glow_nxn.layers.dequantizer`) read cells with it."""
     bins = 2.0**n_bits
-    x_n = tf.clip_by_value(tf.floor((y + 0.5) * bins), 0.0, bins - 1.0)
-    return tf.cast(x_n * 2.0 ** (8 - n_bits), tf.uint8)
+    return tf.clip_by_value(tf.floor((y + 0.5) * bins), 0.0, bins - 1.0)
 
 
 def standard_normal_log_prob(z):

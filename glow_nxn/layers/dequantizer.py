@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from glow_nxn.layers.base import Bijector, sum_over_pixels
 from glow_nxn.layers.nn import CouplingNetwork
+from glow_nxn.objectives import cell_index
 
 # A float32 y near ½ resolves a position inside an 8-bit cell to ~2⁻¹⁷ of the cell, so a
 # position closer to 1 than this would round into the next cell: outputs are kept below it.
@@ -76,7 +77,7 @@ class VariationalDequantizer(Bijector):
 
     def __init__(self, n_bits, width, bins=4, **kwargs):
         super().__init__(**kwargs)
-        self.cells = 2.0**n_bits
+        self.n_bits, self.cells = n_bits, 2.0**n_bits
         self.width, self.bins = width, bins
 
     def build(self, input_shape):
@@ -84,9 +85,8 @@ class VariationalDequantizer(Bijector):
         self.network = CouplingNetwork(self.channels * (3 * self.bins + 1), self.width)
 
     def _cell_and_position(self, y):
-        scaled = (y + 0.5) * self.cells
-        cell = tf.stop_gradient(tf.clip_by_value(tf.floor(scaled), 0.0, self.cells - 1.0))
-        return cell, tf.clip_by_value(scaled - cell, 0.0, _TOP)
+        cell = tf.stop_gradient(cell_index(y, self.n_bits))
+        return cell, tf.clip_by_value((y + 0.5) * self.cells - cell, 0.0, _TOP)
 
     def _spline(self, cell):
         """Knots of every element's spline: ``(x, w, y, h, δ_left, δ_right)``, each ``[..., K]``."""
