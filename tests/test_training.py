@@ -105,7 +105,8 @@ def test_a_variational_dequantizer_is_trained_checkpointed_and_scores_the_test_s
         loaded = RunFolder(str(tmp_path)).load_model(weights="raw").model
         np.testing.assert_array_equal(loaded.dequantizer.network.conv_out.conv.kernel.numpy(),
                                       weights)
-        _, test = trainer._datasets()
+        test = data.evaluation_split(run.data, Replicas(), image_shape=model.image_shape,
+                                     batch_size=16)
         result = evaluation.evaluate(trainer.model, test, seed=0)
     assert result.num_images > 0 and np.isfinite(result.bits_per_dim)
     assert result.num_nonfinite == 0

@@ -54,9 +54,10 @@ class VariationalDequantizer(Bijector):
     ``r = exp(tanh(·))`` (so heights ``h_i = w_i s_i`` sum to 1), and ``K + 1`` knot slopes
     ``δ``, each its bins' secant (the geometric mean of the two inside) times
     ``exp(½·tanh(·))``; ``u′ = RQS(u)``, the monotone rational-quadratic spline through those
-    knots from ``(0, 0)`` to ``(1, 1)``, and ``y′ = (k + u′)/2^n − ½``. The bounds keep every
-    derivative ``du′/du`` within about ``[0.05, 10]``, so the inverse stays accurate in float32
-    and no part of a cell is squeezed to a point (tested). In the bin
+    knots from ``(0, 0)`` to ``(1, 1)``, and ``y′ = (k + u′)/2^n − ½``. At the default
+    ``K = 4`` the bounds keep every derivative ``du′/du`` within ``[0.05, 10]`` (tested), so the
+    inverse stays accurate in float32 and no part of a cell is squeezed to a point; a larger
+    ``K`` widens them (a bin's width and secant can then be smaller). In the bin
     ``[x_i, x_i + w_i)`` → ``[y_i, y_i + h_i)`` with ``ξ = (u − x_i)/w_i``, ``s = h_i/w_i``:
 
     .. math::
@@ -69,7 +70,11 @@ class VariationalDequantizer(Bijector):
     ``ξ`` in closed form; ``NN`` reads only the cells, which ``g`` keeps, so it recomputes from
     ``y′``. The network's last convolution starts at zero: equal bins and slopes 1, ``g`` the
     identity, the model the same flow under uniform dequantisation. A ``y`` outside
-    ``[−½, ½)``, as a decoded sample may be, is taken to the nearest cell.
+    ``[−½, ½)``, as a decoded sample may be, is taken to the nearest cell. Positions are kept
+    below ``1 − 2⁻¹⁵`` of a cell (``_TOP``), in and out: the top ``2⁻¹⁵`` of each cell, which a
+    uniform draw reaches about once in 30,000 values, maps to one point there, with the
+    log-det of that point; a bijection everywhere else. The network computes in float32
+    whatever the coupling networks' ``network_dtype``: it is small and reads only cells.
 
     ``n_bits``: the bits per channel of the cells (the model's); ``width``: the network's width;
     ``bins``: the spline's ``K``.
@@ -98,8 +103,8 @@ class VariationalDequantizer(Bijector):
         ratios = tf.exp(tf.tanh(raw_ratios))
         secants = ratios / tf.reduce_sum(widths * ratios, axis=-1, keepdims=True)
         heights = widths * secants
-        # Each knot's slope is within a factor e^½ of its bins' secants (their geometric mean
-        # inside, the bin's own at the ends), so no bin's curve dips far below both.
+        # Each knot's slope is within a factor e^½ of its bins' secant (the geometric mean of the
+        # two inside, the bin's own at the ends), so no bin's curve dips far below both.
         neighbours = tf.concat([secants[..., :1], tf.sqrt(secants[..., 1:] * secants[..., :-1]),
                                 secants[..., -1:]], axis=-1)
         slopes = neighbours * tf.exp(0.5 * tf.tanh(raw_slopes))
