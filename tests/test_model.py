@@ -45,12 +45,7 @@ def test_variational_dequantizer_model_at_8_bits(logit_alpha, seed):
     the forward's to 5e-2 nats in ~200 (measured up to 1.4e-2, the float32 limit of MODEL_CASES'
     comment), not the shared 1e-3."""
     flow_checks.reseed(seed)
-    config = {**TINY, "dequantizer_width": 8, "n_bits": 8, "logit_alpha": logit_alpha}
-    model = Glow(ModelConfig(**config))
-    x = init_batch(model)
-    model.data_dependent_init(x)
-    flow_checks.perturb(model.variables, scale=0.05)
-    x = x[:2]
+    model, x = perturbed_model("nxn_variational_dequantizer", n_bits=8, logit_alpha=logit_alpha)
     flow_checks.check_logdet(model.forward, x)
     y, logdet = model.forward(x)
     y_graph, logdet_graph = tf.function(model.forward)(x)
@@ -67,9 +62,10 @@ def init_batch(model, batch=16):
     return tf.random.stateless_uniform([batch, *model.config.image_shape], seed=[3, 4]) - 0.5
 
 
-def perturbed_model(name):
-    """Model ``name`` with its ActNorms initialised on data and every weight then perturbed."""
-    model = Glow(ModelConfig(**{**TINY, **MODEL_CASES[name]}))
+def perturbed_model(name, **overrides):
+    """Model ``name`` (its configuration changed by ``overrides``) with its ActNorms initialised
+    on data and every weight then perturbed; and two of the images it was initialised on."""
+    model = Glow(ModelConfig(**{**TINY, **MODEL_CASES[name], **overrides}))
     x = init_batch(model)
     model.data_dependent_init(x)
     flow_checks.perturb(model.variables, scale=0.05)
