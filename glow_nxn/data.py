@@ -377,10 +377,13 @@ def evaluation_noise(index, image_shape, seed, draw=0):
 
     Example ``index[b]`` (int ``[B]``) gets ``U(0, 1)^(H·W·C)`` from Philox keyed by ``(seed, draw,
     index[b])`` alone, so the same example gets the same noise in any batch, on any process and in
-    any run; ``draw`` numbers independent draws (e.g. to average bits/dim over several).
+    any run; ``draw`` (an int or an integer scalar tensor) numbers independent draws (e.g. to
+    average bits/dim over several).
     """
+    # Folded in as int32 whatever its type: the fold's result depends on the dtype, and an int64
+    # draw gave other noise than the same Python int (which converts to int32).
     base_key = tf.random.experimental.stateless_fold_in(
-        tf.constant([seed, _EVAL_STREAM], tf.int64), draw, alg=_RNG)
+        tf.constant([seed, _EVAL_STREAM], tf.int64), tf.cast(draw, tf.int32), alg=_RNG)
 
     def one(example_index):
         key = tf.random.experimental.stateless_fold_in(base_key, example_index, alg=_RNG)

@@ -213,6 +213,13 @@ def test_evaluation_noise_depends_only_on_seed_index_and_draw():
                   data.evaluation_noise(index, CIFAR_SHAPE, seed=11, draw=1)):
         assert abs(np.mean(np.abs(other.numpy() - noise)) - 1 / 3) < 0.01
     assert abs(np.mean(np.abs(noise[0] - noise[1])) - 1 / 3) < 0.01
+    # A draw given as a tensor of any integer type, traced or not, is the same draw.
+    second = data.evaluation_noise(index, CIFAR_SHAPE, seed=11, draw=1)
+    by_tensor = tf.function(lambda i, d: data.evaluation_noise(i, CIFAR_SHAPE, seed=11, draw=d))
+    for dtype in (tf.int32, tf.int64):
+        np.testing.assert_array_equal(
+            data.evaluation_noise(index, CIFAR_SHAPE, seed=11, draw=tf.constant(1, dtype)), second)
+        np.testing.assert_array_equal(by_tensor(index, tf.constant(1, dtype)), second)
 
 
 # A folder of images.

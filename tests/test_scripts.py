@@ -101,6 +101,42 @@ def test_evaluate_mean_and_standard_error_are_numpys(trained_mnist, mnist_data_d
     assert result.maximum == pytest.approx(np.max(by_hand), rel=1e-6)
 
 
+def importance_weighted_by_hand(draw_bits):
+    """numpy's ``−log₂((1/k) Σ_j 2^(−D·b_j)) / D`` over axis 0 of the draws' bits/dim ``[k, n]``
+    of 28×28×1 images (glow_nxn/evaluation.py's docstring), float64 ``[n]``."""
+    draw_bits = np.asarray(draw_bits, np.float64)
+    nats_per_bit = 784 * np.log(2)
+    return -(np.logaddexp.reduce(-nats_per_bit * draw_bits, axis=0)
+             - np.log(len(draw_bits))) / nats_per_bit
+
+
+def test_importance_weighted_bits_are_numpys_over_the_models_draws(trained_mnist, mnist_data_dir):
+    """--importance_weighted's per-image values against numpy's log-sum-exp over the model's own
+    bits/dim of each of 3 noise draws, computed here; each between the draws' minimum and their
+    mean (the mean is what the default reports, also checked), so the mean over images is lower."""
+    run, _ = trained_mnist
+    model = RunFolder(str(run)).load_model().model
+    split = data.eval_dataset("mnist", image_shape=(28, 28, 1), batch_size=250,
+                              data_dir=mnist_data_dir)
+    batches = list(split.take(2))
+    draws = np.stack([np.concatenate([
+        model.bits_per_dim(b["image"], data.evaluation_noise(b["index"], (28, 28, 1), 3, draw))
+        for b in batches]) for draw in range(3)]).astype(np.float64)
+    weighted = evaluation.per_image_bits(model, split, seed=3, num_dequant_samples=3,
+                                         max_batches=2, importance_weighted=True)["bits"].numpy()
+    np.testing.assert_allclose(weighted, importance_weighted_by_hand(draws), rtol=1e-5)
+    assert np.all(weighted <= draws.mean(0) + 1e-6) and np.all(weighted >= draws.min(0) - 1e-6)
+    result = evaluation.evaluate(model, split, seed=3, num_dequant_samples=3, max_batches=2,
+                                 importance_weighted=True)
+    mean = evaluation.evaluate(model, split, seed=3, num_dequant_samples=3, max_batches=2)
+    assert result.importance_weighted and not mean.importance_weighted
+    assert result.bits_per_dim == pytest.approx(weighted.mean(), rel=1e-6)
+    assert mean.bits_per_dim == pytest.approx(draws.mean(), rel=1e-6)
+    assert result.bits_per_dim < mean.bits_per_dim
+    np.testing.assert_allclose(
+        evaluation.combine_draws([tf.constant([1.5, 2.0])], 784, True), [1.5, 2.0], rtol=1e-12)
+
+
 # Run in a fresh process that never imports glow_nxn: the SavedModel alone must do.
 EXPORTED_USER = """
 import sys
@@ -414,6 +450,15 @@ def test_class_scores_are_those_of_the_models_class_likelihoods(conditional_mnis
     logits = sum(model.class_prior.logits(model.encode(x)[0]).numpy() for x in draws)
     assert two.classes.bayes_accuracy == np.mean(summed.argmax(1) == labels)
     assert two.classes.classifier_accuracy == np.mean(logits.argmax(1) == labels)
+    # Importance-weighted, both scores combine their draws by log-sum-exp; Bayes' rule is as before.
+    weighted = evaluation.evaluate(model, split, seed=3, max_batches=2, num_dequant_samples=2,
+                                   importance_weighted=True)
+    per_draw = [model.class_log_likelihoods(x).numpy().astype(np.float64) for x in draws]
+    np.testing.assert_allclose(weighted.bits_per_dim, importance_weighted_by_hand(
+        [to_bits(p[np.arange(400), labels]) for p in per_draw]).mean(), rtol=1e-5)
+    np.testing.assert_allclose(weighted.classes.marginal_bits_per_dim, importance_weighted_by_hand(
+        [to_bits(np.logaddexp.reduce(p, axis=1) - np.log(10)) for p in per_draw]).mean(), rtol=1e-5)
+    assert weighted.classes.bayes_accuracy == two.classes.bayes_accuracy
 
 
 def train(*flags):
@@ -564,6 +609,9 @@ BAD_INPUTS = [
     ("evaluate.py", "seed", evaluate("--seed=-1"), "--seed must be an integer in 0..2147483647"),
     ("evaluate.py", "num_dequant_samples", evaluate("--num_dequant_samples=0"),
      "--num_dequant_samples must be an integer >= 1, got 0"),
+    ("evaluate.py", "importance_weighted", evaluate("--importance_weighted"),
+     "--importance_weighted combines several noise draws per image and --num_dequant_samples "
+     "is 1: give --num_dequant_samples=16"),
     ("evaluate.py", "batch_size", evaluate("--batch_size=0"),
      "--batch_size must be an integer >= 1, got 0"),
     ("evaluate.py", "output", evaluate("--output={tmp}/none/eval.json"),
