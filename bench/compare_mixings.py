@@ -68,8 +68,7 @@ def train_and_evaluate(workdir, mixing, seed, args):
         result = json.load(handle)
     with open(timing_path) as handle:
         seconds = json.load(handle)["seconds"]
-    with open(os.path.join(workdir, "metrics.jsonl")) as handle:
-        records = [json.loads(line) for line in handle]
+    records = RunFolder(workdir).read_metrics()
     spikes, _ = diagnostics.count_spikes(
         records, after_step=diagnostics.warmup_end(records))
     evidence = os.path.join(args.evidence, os.path.basename(workdir))

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from glow_nxn import data, diagnostics  # noqa: E402
 from glow_nxn.distributed import Replicas  # noqa: E402
 from glow_nxn.config import DataConfig  # noqa: E402
+from glow_nxn.run_folder import RunFolder  # noqa: E402
 
 RESULTS = os.path.join(REPO, "docs", "RESULTS.md")
 TABLE_END = "<!-- mnist_budget rows end -->"
@@ -111,8 +112,7 @@ def main():
 
     floor = diagnostics.independent_pixel_bits_per_dim(split_images("train", args.data_dir),
                                                        split_images("test", args.data_dir))
-    with open(os.path.join(workdir, "metrics.jsonl")) as handle:
-        records = [json.loads(line) for line in handle]
+    records = RunFolder(workdir).read_metrics()
     spikes, recoveries = diagnostics.count_spikes(
         records, after_step=diagnostics.warmup_end(records))
     train_records = [r for r in records if r["kind"] == "train"]

@@ -8,7 +8,8 @@ Only this module spells a path inside a run folder::
       checkpoints/checkpoint the index TensorFlow reads to find the newest
       checkpoints/unreadable/ checkpoints set aside on resume because they could not be read
       summaries/             TensorBoard event files
-      metrics.jsonl          one JSON object per progress line and per evaluation
+      metrics.jsonl          one JSON object per progress line and per evaluation, and one
+                             at each start and end of the training loop (glow_nxn/training.py)
       eval.json              evaluate.py's result
       samples/               sample.py's PNGs
 
@@ -182,6 +183,13 @@ class RunFolder:
             os.makedirs(self.path, exist_ok=True)
             with open(self.metrics_path, "a") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def read_metrics(self):
+        """The records of ``metrics.jsonl`` in order, a list of dicts (empty if there is none)."""
+        if not os.path.exists(self.metrics_path):
+            return []
+        with open(self.metrics_path) as handle:
+            return [json.loads(line) for line in handle if line.strip()]
 
     # ---- checkpoints -------------------------------------------------------------------------
 

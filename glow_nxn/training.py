@@ -37,10 +37,11 @@ on a slow CPU warmed up for half its steps and its rate peaked at half the peak:
 
     start:  prepare data (rank 0), name the images it skips → resume from the newest checkpoint,
             or data-dependent init
-            → one broadcast of model, optimizer, average and progress from rank 0 → hooks.on_start
+            → one broadcast of model, optimizer, average and progress from rank 0 → a ``start``
+            record → hooks.on_start
     repeat: stop if train_steps or the time budget is reached, or a hook asked to
             → one step (above) → hooks.after_step(result)
-    end:    hooks.on_end (last progress line, last checkpoint) → summary
+    end:    hooks.on_end (last progress line, last checkpoint) → an ``end`` record → summary
 
 Everything but the step itself is a :class:`Hook`: the :class:`DivergenceGuard` (spike and
 non-finite-loss recovery), :class:`ProgressLog` (progress lines, TensorBoard, metrics.jsonl) and
@@ -59,6 +60,14 @@ SIGTERM and SIGINT it installs for the duration of training: after the step duri
 process was signalled, every process stops; the end of the loop writes a checkpoint (if the run
 is healthy), and train.py exits with code 75 (:class:`~glow_nxn.errors.Preempted`). The same
 command resumes from that step.
+
+**How a run ended.** Rank 0 appends ``{"kind": "start", "step": N, "processes": n}`` to
+metrics.jsonl when the loop starts, and, when it ends finished or stopped by a signal,
+``{"kind": "end", "step": N, "stop_reason": ..., "checkpoint": ...}``, the reason being
+``"train_steps reached"``, ``"time budget spent"`` or ``"SIGTERM received"`` (or SIGINT). That
+last line is the answer to trust under horovodrun: after a signal to horovodrun itself, its exit
+code can be 0 (docs/DISTRIBUTED.md). When the last line is not an ``end`` record, the newest
+job did not end by itself: it failed, hung, was killed, or was signalled before training began.
 
 **Equivalence.** With ``shuffle_buffer=1`` and the same seed, ``n`` replicas with batch ``b`` (and
 init batch ``i``) train as one process with batch ``n·b`` (init batch ``n·i``): replica ``r`` reads
@@ -438,6 +447,7 @@ class Trainer:
                  f"{replicas.size} process(es), global batch "
                  f"{config.per_replica_batch_size * replicas.size}, from step {start_step}; "
                  f"computing on {device_description()}")
+        self.record("start", step=start_step, processes=replicas.size)
         self._iterator = iter(train_data)
         self._clock_start, self._seconds_at_start = time.time(), float(self.state.seconds.numpy())
         self._steps_taken, self._first_step_ended = 0, None
@@ -455,6 +465,8 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_end(self)
             self.writer.flush()
+        self.record("end", step=self.step, stop_reason=self.stop_reason,
+                    checkpoint=self.manager.latest_checkpoint)
         return {"step": self.step, "start_step": start_step,
                 "train_bits_per_dim": self.progress_log.last_bits, "stop_reason": self.stop_reason,
                 "skipped_updates": self.guard.skipped, "skipped_images": len(skipped),

@@ -453,10 +453,11 @@ def faults(tmp_path_factory):
                 if process.poll() is None:
                     process.kill()
         ended = time.time()
+        last_metrics = RunFolder(str(root / "run")).read_metrics()[-1]
         jobs[name] = types.SimpleNamespace(
             returncode=process.returncode, output=(root / f"{name}.log").read_text(),
             records=records(record_dir), start_step=start_step, acted=acted, ended=ended,
-            end_step=newest_step(root / "run"))
+            end_step=newest_step(root / "run"), last_metrics=last_metrics)
     return types.SimpleNamespace(run=root / "run", **jobs)
 
 
@@ -470,26 +471,38 @@ def stopped_line(job):
 
 
 def assert_stopped_together_with_a_checkpoint(job, run):
-    assert job.returncode != 0 and "Exit code: 75" in job.output, job.output[-3000:]
     name, step, checkpoint = stopped_line(job)
     rank0, rank1 = job.records
     # Both ranks took the same steps, and hold the same state at the checkpoint rank 0 wrote.
     assert len(rank0["examples"]) == len(rank1["examples"]) == step - job.start_step
     assert rank0["digests"] == rank1["digests"] and f"step {step}" in rank0["digests"]
     assert checkpoint == str(run / "checkpoints" / f"ckpt-{step}") and job.end_step == step
+    # The run folder says how the run ended, whatever horovodrun's exit code.
+    assert job.last_metrics == {"kind": "end", "step": step, "stop_reason": f"{name} received",
+                                "checkpoint": checkpoint}
     return name
 
 
 def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint(faults):
     job = faults.term_rank_1
+    assert job.returncode != 0 and "Exit code: 75" in job.output, job.output[-3000:]
     assert assert_stopped_together_with_a_checkpoint(job, faults.run) == "SIGTERM"
     assert job.ended - job.acted < 30, job.ended - job.acted
 
 
 def test_sigterm_to_horovodrun_reaches_the_ranks_which_stop_with_a_checkpoint(faults):
     """horovodrun sends SIGTERM on to each process and SIGKILLs it 5 s later: enough for a
-    step and a checkpoint of this model. The job resumed the previous job's checkpoint."""
+    step and a checkpoint of this model. The job resumed the previous job's checkpoint.
+
+    horovodrun then reports the processes' code 75 and exits 1, or, when its launcher loses
+    their exit statuses, prints nothing and exits 0: in horovod 0.28.1 the thread that forwarded
+    the signal can reap a process's shell before the middleman's own wait does, which then reads
+    0 (docs/DISTRIBUTED.md). Any other code it prints, or an exit 0 after printing one, fails."""
     job, before = faults.term_horovodrun, faults.term_rank_1
+    printed = re.findall(r"Process \d+ exit with status code (\S+)\.", job.output)
+    assert set(printed) <= {"75"}, job.output[-3000:]
+    assert ((job.returncode == 1 and "Exit code: 75" in job.output)
+            or (job.returncode == 0 and not printed)), job.output[-3000:]
     assert assert_stopped_together_with_a_checkpoint(job, faults.run) == "SIGTERM"
     assert job.ended - job.acted < 30, job.ended - job.acted
     assert f"resumed from {faults.run}/checkpoints/ckpt-{job.start_step} at step " \
@@ -505,12 +518,14 @@ def test_a_rank_stopped_with_sigstop_ends_the_job_within_a_minute(faults):
     assert job.returncode != 0 and "Timed out waiting" in job.output, job.output[-3000:]
     assert job.ended - job.acted < 60, job.ended - job.acted
     assert job.end_step == job.start_step  # no checkpoint: the resume repeats these steps
+    assert job.last_metrics["kind"] == "train"  # not "end": the job did not end by itself
 
 
 def test_a_rank_hung_while_alive_ends_the_job_through_the_watchdog(faults):
     job = faults.hang_rank_1
     assert job.returncode != 0 and "Exit code: 70" in job.output, job.output[-3000:]
     assert "no training step completed in 10 s after step" in job.output
+    assert job.last_metrics["kind"] == "train"
     seconds = job.ended - job.records[1]["hung_at"]
     assert 10 <= seconds < 40, seconds
 

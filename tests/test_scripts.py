@@ -51,8 +51,8 @@ def test_train_script_on_real_mnist(trained_mnist):
     assert "0 unreadable images skipped" in result.stdout
     assert "test bits/dim" in result.stdout
     assert (run / "checkpoints" / "ckpt-4.index").exists()
-    kinds = [json.loads(line)["kind"] for line in open(run / "metrics.jsonl")]
-    assert kinds == ["train", "train", "test"]
+    kinds = [record["kind"] for record in RunFolder(str(run)).read_metrics()]
+    assert kinds == ["start", "train", "train", "test", "end"]
 
 
 def test_evaluate_script_is_deterministic_over_the_whole_test_split(trained_mnist, tmp_path,
@@ -371,7 +371,7 @@ def test_a_class_conditional_run_trains_evaluates_and_samples_one_class(conditio
     assert config.model.num_classes == 10 and config.model.classifier
     assert config.train.class_weight == 0.01
     assert "Bayes-rule accuracy" in result.stdout and "classifier accuracy" in result.stdout
-    test = [json.loads(line) for line in open(run / "metrics.jsonl")][-1]
+    test = RunFolder(str(run)).read_metrics()[-2]
     assert test["kind"] == "test" and 0 <= test["classifier_accuracy"] <= 1
     evaluated = run_script("evaluate.py", f"--workdir={run}", f"--data_dir={mnist_data_dir}",
                            f"--output={tmp_path / 'eval.json'}", "--batch_size=1000")

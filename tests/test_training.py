@@ -5,7 +5,6 @@ import collections
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 import os
 import pathlib
@@ -65,7 +64,7 @@ def scalars(folder):
 
 
 def metrics(folder):
-    return [json.loads(line) for line in open(RunFolder(str(folder)).metrics_path)]
+    return RunFolder(str(folder)).read_metrics()
 
 
 # ---- the loop and its seams -------------------------------------------------------------------
@@ -87,6 +86,9 @@ def test_few_steps_on_mocked_cifar10(tmp_path, mocked_tfds):
     assert len(scalars(tmp_path)["train/bits_per_dim"]) == 3
     records = metrics(tmp_path)
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+    assert records[0] == {"kind": "start", "step": 0, "processes": 1}
+    assert records[-1] == {"kind": "end", "step": 3, "stop_reason": "train_steps reached",
+                           "checkpoint": summary["checkpoint"]}
 
 
 def test_a_variational_dequantizer_is_trained_checkpointed_and_scores_the_test_split(
@@ -175,7 +177,10 @@ def test_a_signal_stops_the_run_after_the_next_step_with_a_checkpoint(tmp_path, 
     assert summary["checkpoint"].endswith("ckpt-4")
     assert recorder.calls[-3:] == [("step", 4), ("checkpoint", 4), ("end", 4)]
     assert "step 4: SIGTERM received; stopping" in lines
-    assert not [r for r in metrics(tmp_path) if r["kind"] == "test"]
+    records = metrics(tmp_path)
+    assert not [r for r in records if r["kind"] == "test"]
+    assert records[-1] == {"kind": "end", "step": 4, "stop_reason": "SIGTERM received",
+                           "checkpoint": summary["checkpoint"]}
 
 
 def test_a_second_sigint_stops_at_once():
