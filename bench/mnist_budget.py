@@ -12,6 +12,12 @@ more than 0.3 bits/dim above its running minimum, after the warm-up), prints one
 evidence to ``docs/runs/<name>/`` (config.json, metrics.jsonl, both eval JSONs, run.json with the
 command, commit, machine and date) and adds a row to the table of docs/RESULTS.md. A run whose
 folder ``runs/budget/<name>`` exists is resumed, so the budget is the run's total.
+
+A run longer than one machine's life: with ``--carry_dir=DIR`` (in the repository, to be
+committed), a run folder that does not exist yet starts as a copy of the run carried in DIR, and
+when training stops, finished or stopped by SIGTERM (which reaches train.py through this script),
+DIR is replaced by the run's newest checkpoint, config and metrics (RunFolder.carry). The same
+command on the next machine goes on from there; the schedule is the one of the first start.
 """
 import argparse
 import datetime
@@ -19,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -63,12 +70,35 @@ def commit():
     return head + ("+uncommitted" if dirty else "")
 
 
-def run(args):
+def run(args, on_exit=None):
     """Run a script of the repository; if it fails, it has printed its one-line error: exit with
-    its code (75 after SIGTERM: the same command resumes), without this script's traceback."""
-    code = subprocess.run([sys.executable, *args], cwd=REPO).returncode
+    its code (75 after SIGTERM: the same command resumes), without this script's traceback.
+    SIGTERM is passed on to it; Ctrl-C reaches it from the terminal, so this script waits for it
+    to stop. ``on_exit()`` runs when it has ended, whatever its code."""
+    child = subprocess.Popen([sys.executable, *args], cwd=REPO)
+    handlers = {signal.SIGTERM: lambda number, frame: child.send_signal(number),
+                signal.SIGINT: lambda number, frame: None}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    try:
+        code = child.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if on_exit is not None:
+        on_exit()
     if code:
         sys.exit(code)
+
+
+def carry(workdir, carry_dir):
+    """Replace ``carry_dir`` by the newest checkpoint of the run in ``workdir``, if it has one."""
+    folder = RunFolder(workdir)
+    if folder.latest_checkpoint() is None:
+        print(f"{workdir} has no checkpoint yet: {carry_dir} is left as it was", flush=True)
+        return
+    step = folder.carry(carry_dir)
+    print(f"carried step {step} of {workdir} into {carry_dir}: commit it, and the same command "
+          f"goes on from there on another machine", flush=True)
 
 
 def add_row(row):
@@ -90,10 +120,13 @@ def main():
     parser.add_argument("--root", default=os.path.join(REPO, "runs", "budget"))
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--no_docs", action="store_true", help="print only; write no docs")
+    parser.add_argument("--carry_dir", default=None,
+                        help="a run carried between machines: start from it, replace it at stop")
     parser.add_argument("train_flags", nargs="*", help="more train.py flags, after --")
     args = parser.parse_args()
 
     workdir = os.path.join(args.root, args.name)
+    carry_dir = args.carry_dir and os.path.abspath(args.carry_dir)
     budget_flags = ([f"--max_train_seconds={args.minutes * 60}", "--train_steps=100000000"]
                     if args.minutes else [f"--train_steps={args.steps}"])
     data_flags = [f"--data_dir={args.data_dir}"] if args.data_dir else []
@@ -101,7 +134,10 @@ def main():
              f"--seed={args.seed}", "--log_every_steps=10", "--eval_every_steps=0",
              "--checkpoint_every_steps=500", *budget_flags, *data_flags, *args.train_flags]
     started, code = datetime.datetime.now(datetime.timezone.utc), commit()
-    run(train)
+    if carry_dir and not os.path.exists(workdir) and os.path.isdir(carry_dir):
+        shutil.copytree(carry_dir, workdir)
+        print(f"{workdir}: resuming the run carried in {carry_dir}", flush=True)
+    run(train, on_exit=(lambda: carry(workdir, carry_dir)) if carry_dir else None)
     evaluations = {}
     for weights in ("ema", "raw"):
         output = os.path.join(workdir, f"eval_{weights}.json")

@@ -312,6 +312,32 @@ class RunFolder:
                                int(state.step.numpy()))
         return target
 
+    def carry(self, destination):
+        """Copy this run, to be resumed on another machine, into ``destination`` (replaced if
+        it exists): ``config.json``, ``metrics.jsonl`` and the newest checkpoint whole (model,
+        optimizer, weight average, progress), without older checkpoints, summaries, evaluations
+        or samples. train.py with the run's flags and ``--workdir`` a copy of it continues the
+        run exactly (a long run outlives the machine it started on this way). It is written
+        beside ``destination`` and renamed into place, so an interrupted carry leaves the old
+        one whole. Returns the carried checkpoint's step.
+        """
+        self.check_is_a_run()
+        newest = self.resolve_checkpoint()
+        name = os.path.basename(newest)
+        staging = destination.rstrip(os.sep) + ".partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        target = RunFolder(staging)
+        os.makedirs(target.checkpoint_dir)
+        for path in (self.config_path, self.metrics_path):
+            shutil.copy(path, staging)
+        for path in tf.io.gfile.glob(newest + ".*"):
+            shutil.copy(path, target.checkpoint_dir)
+        tf.compat.v1.train.update_checkpoint_state(target.checkpoint_dir, name,
+                                                   all_model_checkpoint_paths=[name])
+        shutil.rmtree(destination, ignore_errors=True)
+        os.rename(staging, destination)
+        return int(name.rsplit("-", 1)[1])
+
     @staticmethod
     def has_average(path):
         """Whether the checkpoint at ``path`` holds a weight average."""

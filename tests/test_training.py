@@ -415,6 +415,43 @@ def test_resume_continues_step_schedule_optimizer_and_average(tmp_path, mocked_t
     assert rates[3:] != pytest.approx(rates[:3])  # what a restarted schedule would give
 
 
+def test_a_carried_run_holds_its_newest_checkpoint_whole_and_resumes_from_it_elsewhere(
+        tmp_path, mocked_tfds):
+    """RunFolder.carry keeps config, metrics and the newest checkpoint (optimizer and average
+    too), nothing else; a copy of it in another place resumes with every state variable the run
+    had, on the same schedule; a second carry replaces the first, and a leftover of an
+    interrupted one is cleared."""
+    straight, first, second, saved = Recorder(), Recorder(), Recorder(), SavedState()
+    run, carried = tmp_path / "run", str(tmp_path / "carried")
+    with mocked_tfds(num_examples=40):
+        training.train(tiny_run(train_steps=6), str(tmp_path / "straight"), log=quiet,
+                       hooks=[straight])
+        training.train(tiny_run(train_steps=6), str(run), log=quiet, hooks=[first, StopAt(3),
+                                                                            saved])
+        assert sorted(os.listdir(run / "checkpoints")) != ["checkpoint", "ckpt-3.data-00000-of-"
+                                                           "00001", "ckpt-3.index"]  # ckpt-2 too
+        os.makedirs(carried + ".partial")  # what an interrupted carry leaves
+        assert RunFolder(str(run)).carry(carried) == 3
+        assert not os.path.exists(carried + ".partial")
+        assert sorted(os.listdir(carried)) == ["checkpoints", "config.json", "metrics.jsonl"]
+        assert sorted(os.listdir(os.path.join(carried, "checkpoints"))) == [
+            "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+        elsewhere = str(tmp_path / "elsewhere")
+        shutil.copytree(carried, elsewhere)
+        shutil.rmtree(run)
+        resumed = training.Trainer(tiny_run(train_steps=6), elsewhere, log=quiet, hooks=[second])
+        assert resumed.restore_or_initialise(lambda: pytest.fail("resume must not re-init")) == 3
+        for before, after in zip(saved.at[3], resumed.state_variables(), strict=True):
+            np.testing.assert_array_equal(before, after.numpy())
+        resumed.fit()
+        assert RunFolder(elsewhere).carry(carried) == 6
+    assert sorted(os.listdir(os.path.join(carried, "checkpoints")))[1:] == [
+        "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
+    assert [r["step"] for r in metrics(carried) if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    rates = [r.learning_rate for r in first.results + second.results]
+    assert rates == pytest.approx([r.learning_rate for r in straight.results], rel=1e-12)
+
+
 def test_a_finished_run_takes_no_more_steps(tmp_path, mocked_tfds):
     with mocked_tfds(num_examples=40):
         training.train(tiny_run(), str(tmp_path), log=quiet)
