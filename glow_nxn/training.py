@@ -624,6 +624,8 @@ class ProgressLog(Hook):
     def on_start(self, trainer):
         self._reset(trainer.step)
         self._started = time.time()
+        self._start_seconds = float(trainer.state.seconds.numpy())
+        self._start_progress = trainer.schedule.progress(trainer.step, self._start_seconds)
 
     def _reset(self, step):
         self._window_start, self._from_step = time.time(), step
@@ -652,7 +654,8 @@ class ProgressLog(Hook):
         median_norm, max_norm = norms[len(norms) // 2], norms[-1]
         recoveries = int(trainer.state.recoveries.numpy())
         elapsed = now - self._started
-        eta = _eta(result)
+        eta = eta_seconds(result.progress, result.seconds, self._start_progress,
+                          self._start_seconds)
         trainer.log(f"step {trainer.step:7d}  bits/dim {bits:.4f}  {rate:7.1f} images/s  "
                     f"lr {result.learning_rate:.2e}  elapsed {elapsed / 60:5.1f} min  "
                     f"ETA {eta / 60:5.1f} min")
@@ -670,11 +673,15 @@ class ProgressLog(Hook):
         self._reset(trainer.step)
 
 
-def _eta(result):
-    """Seconds left: the run's remaining progress at the rate of its progress so far."""
-    if result.progress <= 0:
+def eta_seconds(progress, seconds, start_progress, start_seconds):
+    """Seconds left: the run's remaining progress ``1 - p`` at this process's own pace,
+    ``(p - p₀) / (s - s₀)`` since it started at progress ``p₀`` and training time ``s₀``. A
+    resumed run is timed by its own machine, not by the one that ran the steps before; NaN
+    before any progress."""
+    if progress <= start_progress or seconds <= start_seconds:
         return math.nan
-    return max(result.seconds / result.progress - result.seconds, 0.0)
+    pace = (progress - start_progress) / (seconds - start_seconds)
+    return max((1.0 - progress) / pace, 0.0)
 
 
 class PeriodicCheckpoint(Hook):

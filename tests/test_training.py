@@ -369,6 +369,14 @@ def test_progress_is_the_larger_of_steps_and_time():
     assert training.Schedule(TrainConfig(train_steps=100)).progress(10, 1e9) == 0.1
 
 
+def test_the_eta_of_a_resumed_run_is_timed_at_its_own_pace():
+    # A run resumed at 30% after 900 s on a slow machine, now 10% further after 60 s here:
+    # the 60% left takes 360 s at this pace (the whole run's average would say 1,600 s).
+    assert training.eta_seconds(0.4, 960.0, 0.3, 900.0) == pytest.approx(360.0)
+    assert training.eta_seconds(0.5, 100.0, 0.0, 0.0) == pytest.approx(100.0)
+    assert math.isnan(training.eta_seconds(0.3, 900.0, 0.3, 900.0))
+
+
 class SavedState(training.Hook):
     """Copies of every state variable (model, optimizer, average, progress) at each checkpoint,
     by step: what the checkpoint was written from."""
