@@ -371,7 +371,7 @@ def test_progress_is_the_larger_of_steps_and_time():
 
 def test_the_eta_of_a_resumed_run_is_timed_at_its_own_pace():
     # A run resumed at 30% after 900 s on a slow machine, now 10% further after 60 s here:
-    # the 60% left takes 360 s at this pace (the whole run's average would say 1,600 s).
+    # the 60% left takes 360 s at this pace (the whole run's average would say 1,440 s).
     assert training.eta_seconds(0.4, 960.0, 0.3, 900.0) == pytest.approx(360.0)
     assert training.eta_seconds(0.5, 100.0, 0.0, 0.0) == pytest.approx(100.0)
     assert math.isnan(training.eta_seconds(0.3, 900.0, 0.3, 900.0))
