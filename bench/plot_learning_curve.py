@@ -1,12 +1,16 @@
-"""Plot test (and train) bits/dim against images seen, from a run's TensorBoard summaries.
+"""Plot train and test bits/dim against images seen, from a run's metrics.jsonl.
 
     python bench/plot_learning_curve.py --workdir=runs/mnist_long --output=docs/mnist_curve.png
 
-Images seen = step × global batch (``--global_batch``, default: the run's per-replica batch size
-from config.json, i.e. one process). Needs matplotlib (installed by install.sh).
+``--workdir`` is a run folder or its evidence in ``docs/runs/<name>/`` (config.json and
+metrics.jsonl). The curve is the run's surviving history
+(:func:`glow_nxn.diagnostics.surviving_history`): steps a resume or a roll-back replayed are drawn
+once, as the final weights took them, so a run carried between sessions is one curve. Images seen
+= step × global batch (``--global_batch``, default: the per-replica batch size of config.json
+times the processes of the run's last start). With ``--window_means=N`` it also prints the mean
+train bits/dim of each N steps. Needs matplotlib (installed by install.sh).
 """
 import argparse
-import glob
 import json
 import os
 import sys
@@ -14,24 +18,21 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import glow_nxn  # noqa: E402,F401  (selects tf-keras before TensorFlow is imported)
+from glow_nxn import diagnostics  # noqa: E402
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 
-def read_scalars(summary_dir):
-    """``{tag: sorted [(step, value)]}`` from every event file in ``summary_dir``."""
-    series = {}
-    for path in sorted(glob.glob(os.path.join(summary_dir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.HasField("tensor") and not value.tensor.string_val:
-                    scalar = float(tf.make_ndarray(value.tensor))
-                    series.setdefault(value.tag, {})[event.step] = scalar
-    return {tag: sorted(points.items()) for tag, points in series.items()}
+def read_records(workdir):
+    """The records of ``workdir/metrics.jsonl``, in order."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} does not exist: give --workdir a run folder or its evidence in "
+                         f"docs/runs/<name>/")
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 def main():
@@ -43,14 +44,20 @@ def main():
     parser.add_argument("--floor", type=float, default=None,
                         help="the independent-pixel floor to draw (bench/mnist_budget.py prints "
                              "it; 1.689 on MNIST's test split)")
+    parser.add_argument("--window_means", type=int, default=0,
+                        help="also print the mean train bits/dim of each this many steps")
     args = parser.parse_args()
+    records = read_records(args.workdir)
     with open(os.path.join(args.workdir, "config.json")) as handle:
-        batch = args.global_batch or json.load(handle)["train"]["per_replica_batch_size"]
-    series = read_scalars(os.path.join(args.workdir, "summaries"))
+        per_replica = json.load(handle)["train"]["per_replica_batch_size"]
+    starts = [record for record in records if record.get("kind") == "start"]
+    processes = starts[-1].get("processes", 1) if starts else 1
+    batch = args.global_batch or per_replica * processes
+    history = diagnostics.surviving_history(records)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for tag, label, style in (("train/bits_per_dim", "train (running mean)", "-"),
-                              ("test/bits_per_dim", "test (10,000 images)", "o-")):
-        points = series.get(tag, [])
+    for kind, label, style in (("train", "train (mean of each logging window)", "-"),
+                               ("test", "test (10,000 images)", "o-")):
+        points = [(r["step"], r["bits_per_dim"]) for r in history if r["kind"] == kind]
         if points:
             axes.plot([s * batch for s, _ in points], [v for _, v in points], style, label=label,
                       markersize=4, linewidth=1)
@@ -69,11 +76,15 @@ def main():
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(args.output, dpi=120)
-    test = series.get("test/bits_per_dim", [])
+    steps = max((r["step"] for r in history), default=0)
+    print(f"wrote {args.output}: {steps:,} steps, {steps * batch:,} images")
+    if args.window_means:
+        print("| steps | train bits/dim |\n| --- | ---: |")
+        for first, last, mean in diagnostics.window_means(history, args.window_means):
+            print(f"| {first:,}–{last:,} | {mean:.4f} |")
+    test = [r for r in history if r["kind"] == "test"]
     if test:
-        step, value = test[-1]
-        print(f"last test bits/dim {value:.4f} at step {step} ({step * batch:,} images); "
-              f"wrote {args.output}")
+        print(f"last test bits/dim {test[-1]['bits_per_dim']:.4f} at step {test[-1]['step']:,}")
 
 
 if __name__ == "__main__":

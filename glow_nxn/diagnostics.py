@@ -32,6 +32,42 @@ def independent_pixel_bits_per_dim(train_images, test_images, smoothing=0.5):
     return float(-np.mean(log2_probability[np.arange(positions), test]))
 
 
+def surviving_history(records, kinds=("train", "test")):
+    """The records of ``kinds`` on the path the run's weights actually took, in step order.
+
+    A run that resumes from a checkpoint older than its last record (a ``start`` record at step
+    ``s``) or rolls back after a divergence (a ``recovery`` record back to step ``r``) logs the
+    steps past ``s`` or ``r`` twice; the later records replace the earlier ones, so a
+    curve drawn from the result is that of the final weights' own past.
+    """
+    kept = []
+    for record in records:
+        cut = {"start": record.get("step"),
+               "recovery": record.get("rolled_back_to")}.get(record.get("kind"))
+        if cut is not None:
+            kept = [old for old in kept if old["step"] <= cut]
+        elif record.get("kind") in kinds:
+            kept.append(record)
+    return kept
+
+
+def window_means(records, width=1000):
+    """``[(first step, last step, mean train bits/dim)]`` over consecutive windows of ``width``
+    steps (steps 1..width, width+1..2·width, …), each train record of ``steps`` steps ending
+    at ``step`` weighted by its steps and counted in the window of its last step; the last
+    window may be partial. Records should be :func:`surviving_history`'s."""
+    sums = {}
+    for record in records:
+        if record.get("kind") != "train" or not np.isfinite(record["bits_per_dim"]):
+            continue
+        index = (record["step"] - 1) // width
+        total, steps, last = sums.get(index, (0.0, 0, 0))
+        sums[index] = (total + record["steps"] * record["bits_per_dim"],
+                       steps + record["steps"], max(last, record["step"]))
+    return [(index * width + 1, last, total / steps)
+            for index, (total, steps, last) in sorted(sums.items()) if steps]
+
+
 def running_means(records, window=50):
     """``[(step, mean bits/dim over the last ≥ window steps)]`` from train records (each the mean
     of ``steps`` steps ending at ``step``), once a full window has been seen."""

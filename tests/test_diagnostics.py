@@ -75,3 +75,25 @@ def test_the_warmup_ends_where_the_logged_learning_rate_peaks():
     # A roll-back's lower rate afterwards does not move it; no rates at all give 0.
     assert diagnostics.warmup_end(logged([1e-3, 3e-3, 2.9e-3, 1.5e-3])) == 20
     assert diagnostics.warmup_end([{"kind": "eval", "step": 10}]) == 0
+
+
+def test_the_surviving_history_drops_steps_a_resume_or_a_roll_back_replayed():
+    first = records([3.0, 2.0, 1.9, 1.8])  # steps 10..40; the run stops at 40
+    resumed = [{"kind": "start", "step": 20}] + [  # from the step-20 checkpoint
+        {"kind": "train", "step": step, "steps": 10, "bits_per_dim": bits}
+        for step, bits in ((30, 2.5), (40, 2.4))]
+    test = {"kind": "test", "step": 40, "bits_per_dim": 2.45}
+    rolled = [{"kind": "recovery", "step": 50, "rolled_back_to": 30}]
+    later = [{"kind": "train", "step": 40, "steps": 10, "bits_per_dim": 2.3}]
+    history = diagnostics.surviving_history(
+        [{"kind": "start", "step": 0}] + first + resumed + [test] + rolled + later)
+    assert [(r["kind"], r["step"], r["bits_per_dim"]) for r in history] == [
+        ("train", 10, 3.0), ("train", 20, 2.0), ("train", 30, 2.5), ("train", 40, 2.3)]
+
+
+def test_window_means_weight_each_record_by_its_steps():
+    history = records([4.0, 2.0, 1.0], steps=10) + [
+        {"kind": "train", "step": 35, "steps": 5, "bits_per_dim": 0.5},
+        {"kind": "train", "step": 40, "steps": 5, "bits_per_dim": float("nan")}]
+    assert diagnostics.window_means(history, width=20) == [
+        (1, 20, pytest.approx(3.0)), (21, 35, pytest.approx((10 * 1.0 + 5 * 0.5) / 15))]
