@@ -8,7 +8,8 @@ metrics.jsonl). The curve is the run's surviving history
 once, as the final weights took them, so a run carried between sessions is one curve. Images seen
 = step × global batch (``--global_batch``, default: the per-replica batch size of config.json
 times the processes of the run's last start). With ``--window_means=N`` it also prints the mean
-train bits/dim of each N steps. Needs matplotlib (installed by install.sh).
+train bits/dim of each N steps, and with ``--means_output`` writes them as JSON (the evidence
+of such a table in the docs). Needs matplotlib (installed by install.sh).
 """
 import argparse
 import json
@@ -46,7 +47,11 @@ def main():
                              "it; 1.689 on MNIST's test split)")
     parser.add_argument("--window_means", type=int, default=0,
                         help="also print the mean train bits/dim of each this many steps")
+    parser.add_argument("--means_output", default=None,
+                        help="write the --window_means table to this JSON file")
     args = parser.parse_args()
+    if args.means_output and not args.window_means:
+        raise SystemExit("--means_output needs --window_means=N, the width of the windows")
     records = read_records(args.workdir)
     with open(os.path.join(args.workdir, "config.json")) as handle:
         per_replica = json.load(handle)["train"]["per_replica_batch_size"]
@@ -79,9 +84,17 @@ def main():
     steps = max((r["step"] for r in history), default=0)
     print(f"wrote {args.output}: {steps:,} steps, {steps * batch:,} images")
     if args.window_means:
+        means = diagnostics.window_means(history, args.window_means)
         print("| steps | train bits/dim |\n| --- | ---: |")
-        for first, last, mean in diagnostics.window_means(history, args.window_means):
+        for first, last, mean in means:
             print(f"| {first:,}–{last:,} | {mean:.4f} |")
+        if args.means_output:
+            with open(args.means_output, "w") as handle:
+                json.dump({"command": "python " + " ".join(sys.argv), "width": args.window_means,
+                           "windows": [{"first_step": first, "last_step": last,
+                                        "train_bits_per_dim": mean}
+                                       for first, last, mean in means]}, handle, indent=1)
+                handle.write("\n")
     test = [r for r in history if r["kind"] == "test"]
     if test:
         print(f"last test bits/dim {test[-1]['bits_per_dim']:.4f} at step {test[-1]['step']:,}")
