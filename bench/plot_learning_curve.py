@@ -21,6 +21,7 @@ sys.path.insert(0, REPO)
 
 from glow_nxn import diagnostics  # noqa: E402
 import matplotlib  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -67,7 +68,7 @@ def main():
             axes.plot([s * batch for s, _ in points], [v for _, v in points], style, label=label,
                       markersize=4, linewidth=1)
     axes.axhline(1.05, linestyle=":", color="grey", linewidth=1)
-    axes.text(0, 1.06, "published (FFJORD's Table 2): Glow 1.05, RealNVP 1.06", va="bottom",
+    axes.text(0, 1.04, "published (FFJORD's Table 2): Glow 1.05, RealNVP 1.06", va="top",
               fontsize=8, color="grey")
     if args.floor is not None:
         axes.axhline(args.floor, linestyle="--", color="firebrick", linewidth=1)
@@ -75,7 +76,8 @@ def main():
                   fontsize=8, color="firebrick")
     axes.set_xlabel("training images seen")
     axes.set_ylabel("bits/dim")
-    axes.set_ylim(0.9, 3.0)
+    axes.set_ylim(0.95, 2.0)
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:,.0f}k"))
     axes.set_title(args.title)
     axes.legend()
     axes.grid(alpha=0.3)
