@@ -1,4 +1,4 @@
-r"""Yardsticks for a training run: the independent-pixel floor and loss-spike counting.
+r"""Yardsticks for a training run: the independent-pixel floor, loss-spike counting and curves.
 
 **Independent pixels.** The simplest model of 8-bit images with no learning across pixels gives
 each pixel position ``p`` and value ``v`` the probability
@@ -17,6 +17,10 @@ value so far; a spike is a stretch where it is more than ``threshold`` bits/dim 
 value, counted once per stretch, after ``after_step``: the end of the warm-up, which
 :func:`warmup_end` reads off the logged learning rates (the warm-up may be shorter than
 ``--warmup_steps``: at most ``--warmup_share`` of the run).
+
+**Curves.** A run resumed or rolled back logs some steps twice; :func:`surviving_history` keeps
+the records of the weights' own past, and :func:`window_means` averages them over fixed windows
+of steps (bench/plot_learning_curve.py draws and prints both).
 """
 import numpy as np
 
