@@ -20,21 +20,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from glow_nxn import diagnostics  # noqa: E402
+from glow_nxn.run_folder import RunFolder  # noqa: E402
 import matplotlib  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def read_records(workdir):
-    """The records of ``workdir/metrics.jsonl``, in order."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        raise SystemExit(f"{path} does not exist: give --workdir a run folder or its evidence in "
-                         f"docs/runs/<name>/")
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def main():
@@ -53,9 +44,12 @@ def main():
     args = parser.parse_args()
     if args.means_output and not args.window_means:
         raise SystemExit("--means_output needs --window_means=N, the width of the windows")
-    records = read_records(args.workdir)
-    with open(os.path.join(args.workdir, "config.json")) as handle:
-        per_replica = json.load(handle)["train"]["per_replica_batch_size"]
+    folder = RunFolder(args.workdir)
+    records, config = folder.read_metrics(), folder.load_config()
+    if not records or config is None:
+        raise SystemExit(f"{args.workdir} has no config.json and metrics.jsonl: give --workdir a "
+                         f"run folder or its evidence in docs/runs/<name>/")
+    per_replica = config.train.per_replica_batch_size
     starts = [record for record in records if record.get("kind") == "start"]
     processes = starts[-1].get("processes", 1) if starts else 1
     batch = args.global_batch or per_replica * processes
@@ -77,7 +71,8 @@ def main():
     axes.set_xlabel("training images seen")
     axes.set_ylabel("bits/dim")
     axes.set_ylim(0.95, 2.0)
-    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:,.0f}k"))
+    thousands = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:,.0f}k")
+    axes.xaxis.set_major_formatter(thousands)
     axes.set_title(args.title)
     axes.legend()
     axes.grid(alpha=0.3)
